@@ -1,0 +1,102 @@
+// agent.toml: the operator's contract. Key names come from DESIGN.md and do not change.
+//
+// Loading never throws and never stops at the first problem: every error found is returned
+// with the file, line and column it belongs to, so `agent check` can list them all at once.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agent/listen.h"
+#include "agent/units.h"
+
+namespace agent {
+
+struct ConfigError {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string message;
+  /// "file:line:col: message", the form editors and CI annotate.
+  std::string format() const;
+};
+
+struct AgentSettings {
+  std::string state_dir = "/var/lib/agent";
+  std::string log_dir = "/var/log/agent";
+  std::string control_socket = "/run/agent/agent.sock";
+  std::string control_group;  // empty: socket is 0600, owner only
+};
+
+struct AlertSettings {
+  std::vector<std::string> email_to;
+  std::string email_from;
+  std::string smtp_url;
+  std::string smtp_user;
+  std::string smtp_password_file;  // the password itself never lives in the config
+  std::string webhook_url;
+};
+
+enum class ReadyMode { Fd, Notify, Delay };
+const char* ready_mode_name(ReadyMode m);
+
+struct AppConfig {
+  std::string name;
+  std::string source;                   // where the package manager drops code; watched
+  std::string watch = "package.json";   // relative to source: package.json or a marker file
+  std::string git;                      // bare repository for `git push` deploys
+  std::string branch = "main";
+  std::vector<std::string> command;
+  int instances = 1;
+  std::vector<ListenAddress> listen;
+  std::string shim;                     // "" or "node"
+  ReadyMode ready = ReadyMode::Fd;
+  Millis ready_timeout{30'000};
+  Millis ready_delay{1'000};            // ready = "delay"
+  int max_surge = 1;
+  int drain_signal = 15;                // SIGTERM
+  Millis drain_timeout{10'000};
+  std::optional<Millis> kill_timeout = Millis{60'000};  // nullopt = "never"
+  std::uint64_t max_memory = 0;         // bytes of RSS; 0 = no limit
+  int keep_releases = 5;
+  std::string build;
+  std::string user;
+  std::string group;
+  std::string env_file;
+  std::vector<std::string> inherit = {"PATH", "LANG", "TZ"};
+  std::vector<std::string> path_prepend;
+  std::vector<std::string> path_append;
+  std::vector<std::string> linked_dirs;
+  std::vector<std::pair<std::string, std::string>> env;  // [app.env], sorted by name
+
+  /// `<state_dir>/<name>`: releases/, current, shared/, journal.jsonl.
+  std::string app_dir(const AgentSettings& a) const { return a.state_dir + "/" + name; }
+};
+
+struct Config {
+  std::string path;  // the file it was read from
+  AgentSettings agent;
+  AlertSettings alerts;
+  std::vector<AppConfig> apps;
+
+  const AppConfig* find_app(std::string_view name) const;
+};
+
+/// Reads and validates `path`. Returns true when there are no errors; otherwise `errors`
+/// holds every problem found, each with its location.
+bool load_config(const std::string& path, Config* out, std::vector<ConfigError>* errors);
+
+/// Same, from text already in memory (`path` is only used in the error locations).
+bool parse_config(std::string_view text, const std::string& path, Config* out,
+                  std::vector<ConfigError>* errors);
+
+/// The config path the CLI uses when -c is not given: $AGENT_CONFIG, then /etc/agent/agent.toml.
+std::string default_config_path();
+
+/// App names become directory names: letters, digits, '.', '_', '-', at most 64, no leading '.'.
+bool valid_app_name(std::string_view name);
+
+}  // namespace agent

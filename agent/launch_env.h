@@ -1,0 +1,82 @@
+// LaunchEnv: the exact environment a worker starts with, built fresh for every start.
+//
+// Never the agent's environment wholesale (seed 000: a start script lost the global PATH and
+// the pages broke while the API answered). Layers, each overriding the one before:
+//   inherited  the `inherit` allow-list from the agent's environment (default PATH, LANG, TZ)
+//   account    HOME, USER, LOGNAME of the account the worker runs as
+//   env_file   KEY=VALUE lines from the app's env_file
+//   config     the [app.env] table
+//   agent      LISTEN_*, READY_FD / NOTIFY_SOCKET, APP_* (cannot be overridden)
+// PATH is composed, in order, duplicates and empty or relative entries dropped:
+//   <release>/node_modules/.bin, <release>/.node/bin, path_prepend, the global PATH (PATH from
+//   env_file or [app.env] if set there, else the inherited one), path_append.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "agent/config.h"
+
+namespace agent {
+
+/// The account a worker runs as: `user` (and `group`) from the config, else the agent's own.
+struct Account {
+  std::string name;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home;
+  std::vector<gid_t> groups;  // supplementary, as initgroups() would set them
+};
+bool lookup_account(const AppConfig& app, Account* out, std::string* err);
+
+struct EnvVar {
+  std::string name, value;
+  std::string origin;  // inherited | account | env_file FILE:LINE | config [app.env] | agent | composed
+};
+
+struct PathEntry {
+  std::string dir;
+  std::string origin;  // release | path_prepend | inherited | env_file | config | path_append | default
+};
+
+struct LaunchContext {
+  std::string release_dir;                 // the resolved release directory (never via `current`)
+  std::string release_id, version;
+  std::vector<std::string> agent_environ;  // the agent's own environment, "K=V"
+  Account account;
+  std::string notify_socket;               // ready = "notify"
+  int worker = -1;                         // the slot; -1 when only showing the environment
+};
+
+/// KEY=VALUE lines; '#' comments, blank lines, an optional `export `, and single or double
+/// quotes around the value are understood. Errors say FILE:LINE.
+bool parse_env_file(std::string_view text, const std::string& path,
+                    std::vector<std::pair<std::string, int>>* lines_out,  // "K=V" with its line
+                    std::string* err);
+
+class LaunchEnv {
+ public:
+  /// Builds the environment for `app` in `ctx`. Fails (with the file and line) only when the
+  /// env_file cannot be read or parsed.
+  static bool build(const AppConfig& app, const LaunchContext& ctx, LaunchEnv* out, std::string* err);
+
+  std::vector<EnvVar> vars;           // the final environment, sorted by name
+  std::vector<PathEntry> path;        // PATH, entry by entry, with where each came from
+  std::vector<std::string> dropped;   // PATH entries left out, and why
+
+  const EnvVar* find(std::string_view name) const;
+  /// "K=V" strings for execve.
+  std::vector<std::string> envp() const;
+};
+
+/// Where `command0` resolves for a worker: a name is searched on the launch PATH, a path with
+/// '/' is taken relative to the release directory. The file must be executable by `account`.
+/// On failure *err says what was searched.
+bool resolve_command(const std::string& command0, const LaunchEnv& env, const std::string& release_dir,
+                     const Account& account, std::string* resolved, std::string* err);
+
+}  // namespace agent

@@ -1,0 +1,49 @@
+// Filesystem primitives for staging releases: copy a tree faithfully, remove one without
+// following links, and make changes durable (fsync) and atomic (rename).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace releases {
+
+struct CopyStats {
+  std::uint64_t files = 0, dirs = 0, symlinks = 0, bytes = 0;
+  std::uint64_t cloned = 0;   // files shared with the source by reflink (no bytes copied)
+  std::uint64_t skipped = 0;  // sockets, fifos, devices: not part of an app
+};
+
+/// Copies the directory `from` into `to` (which must not exist): regular files with their
+/// permission bits and times (ownership too when running as root), symlinks as links (never
+/// followed), empty directories. Files are cloned (FICLONE) where the filesystem allows, else
+/// copied with copy_file_range. On error, `*err` names the path and the reason; whatever
+/// was created under `to` is left for the caller to remove.
+bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err);
+
+/// Removes `path` and everything below it. Symlinks are removed, never followed. A missing
+/// path is not an error.
+bool remove_tree(const std::string& path, std::string* err);
+
+/// fsync() a directory so that entries created or renamed in it survive a crash.
+bool fsync_dir(const std::string& dir, std::string* err);
+
+/// Flushes every dirty page of the filesystem holding `path` (one call instead of an fsync per
+/// staged file).
+bool sync_filesystem(const std::string& path, std::string* err);
+
+/// Points `link` at `target` atomically: a fresh symlink under a temporary name, renamed over
+/// `link`, then the directory fsynced. Readers see the old target or the new, never neither.
+bool replace_symlink(const std::string& target, const std::string& link, std::string* err);
+
+/// mkdir -p, mode 0755 for what it creates.
+bool make_dirs(const std::string& path, std::string* err);
+
+/// Whole file into *out; false with *err if it cannot be read.
+bool read_file(const std::string& path, std::string* out, std::string* err);
+
+bool is_directory(const std::string& path);
+
+/// "what path: strerror(errno)".
+std::string errno_message(const std::string& what, const std::string& path);
+
+}  // namespace releases

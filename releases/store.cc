@@ -1,0 +1,338 @@
+#include "releases/store.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <ctime>
+#include <map>
+#include <thread>
+
+#include "releases/version.h"
+
+namespace releases {
+
+const char* state_name(ReleaseState s) {
+  switch (s) {
+    case ReleaseState::Staged: return "staged";
+    case ReleaseState::Active: return "active";
+    case ReleaseState::Previous: return "previous";
+    case ReleaseState::Failed: return "failed";
+    case ReleaseState::RolledBack: return "rolled_back";
+    case ReleaseState::Unknown: return "unknown";
+  }
+  return "?";
+}
+
+namespace {
+
+// A journal entry about `id`, carrying the version, source and revision it was staged with.
+JournalEntry entry_about(const std::vector<JournalEntry>& history, Event event, const std::string& id,
+                         const std::string& reason, long uid) {
+  JournalEntry e;
+  e.event = event;
+  e.release = id;
+  e.reason = reason;
+  e.uid = uid;
+  for (const auto& s : history)
+    if (s.release == id && s.event == Event::Staged) e.version = s.version, e.source = s.source, e.revision = s.revision;
+  return e;
+}
+
+}  // namespace
+
+ReleaseStore::ReleaseStore(std::string app_dir) : app_dir_(std::move(app_dir)), journal_(app_dir_ + "/journal.jsonl") {}
+
+bool ReleaseStore::init(std::string* err) {
+  return make_dirs(releases_dir(), err) && make_dirs(shared_dir(), err);
+}
+
+std::vector<std::string> ReleaseStore::release_ids() const {
+  std::vector<std::string> ids;
+  DIR* d = ::opendir(releases_dir().c_str());
+  if (!d) return ids;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.empty() || name[0] == '.' || name.ends_with(".tmp")) continue;
+    if (is_directory(releases_dir() + "/" + name)) ids.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::optional<std::string> ReleaseStore::current() const {
+  char buf[4096];
+  ssize_t n = ::readlink(current_link().c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  std::string target(buf, static_cast<size_t>(n));
+  size_t slash = target.rfind('/');
+  std::string id = slash == std::string::npos ? target : target.substr(slash + 1);
+  if (id.empty() || !is_directory(release_dir(id))) return std::nullopt;
+  return id;
+}
+
+bool ReleaseStore::read_journal(std::vector<JournalEntry>* entries, std::string* err) const {
+  std::vector<std::string> warnings;  // torn lines are skipped; list() reports them
+  return journal_.read(entries, &warnings, err);
+}
+
+std::vector<std::string> ReleaseStore::activation_stack(const std::vector<JournalEntry>& entries) const {
+  std::vector<std::string> stack;
+  for (const auto& e : entries) {
+    auto it = std::find(stack.begin(), stack.end(), e.release);
+    switch (e.event) {
+      case Event::Activated:
+        // Activating a release already in the history returns to it: what was above is gone.
+        if (it != stack.end()) stack.erase(it + 1, stack.end());
+        else stack.push_back(e.release);
+        break;
+      case Event::Failed:
+      case Event::RolledBack:
+        if (it != stack.end()) stack.erase(it);
+        break;
+      case Event::Staged: break;
+    }
+  }
+  std::erase_if(stack, [&](const std::string& id) { return !is_directory(release_dir(id)); });
+  // `current` is the truth for what is live, even if a crash kept the journal from saying so.
+  if (auto cur = current()) {
+    std::erase(stack, *cur);
+    stack.push_back(*cur);
+  }
+  return stack;
+}
+
+bool ReleaseStore::recover(std::vector<std::string>* notes, std::string* err) {
+  if (!init(err)) return false;
+  ::unlink((current_link() + ".tmp").c_str());
+  DIR* d = ::opendir(releases_dir().c_str());
+  if (!d) return *err = errno_message("open", releases_dir()), false;
+  std::vector<std::string> leftovers;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.ends_with(".tmp")) leftovers.push_back(name);
+  }
+  ::closedir(d);
+  for (const auto& name : leftovers) {
+    if (!remove_tree(releases_dir() + "/" + name, err)) return false;
+    notes->push_back("removed " + releases_dir() + "/" + name + ", left half-done by an earlier run");
+  }
+
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  auto cur = current();
+  if (!cur) return true;
+  std::optional<std::string> last_activated;
+  for (const auto& e : entries)
+    if (e.event == Event::Activated) last_activated = e.release;
+  if (last_activated != cur) {
+    auto e = entry_about(entries, Event::Activated, *cur, "recovered: current pointed here at start but the journal did not record it", -1);
+    if (!journal_.append(e, err)) return false;
+    notes->push_back("recorded in the journal that " + *cur + " is current");
+  }
+  return true;
+}
+
+std::string ReleaseStore::unique_id(const std::string& version) const {
+  std::string base = make_release_id(std::time(nullptr), version), id = base;
+  for (int n = 2; ::access(release_dir(id).c_str(), F_OK) == 0 || ::access((release_dir(id) + ".tmp").c_str(), F_OK) == 0; ++n)
+    id = base + "_" + std::to_string(n);
+  return id;
+}
+
+bool ReleaseStore::link_shared(const std::string& rdir, const std::vector<std::string>& dirs, std::string* err) {
+  for (const auto& rel : dirs) {
+    std::string shared = shared_dir() + "/" + rel;
+    if (!make_dirs(shared, err)) return false;
+    // Each parent inside the release must be a real directory: a symlink there could point the
+    // link (and what the app then writes) outside the release.
+    std::string parent = rdir;
+    size_t pos = 0;
+    while (true) {
+      size_t slash = rel.find('/', pos);
+      if (slash == std::string::npos) break;
+      parent = rdir + "/" + rel.substr(0, slash);
+      struct stat st {};
+      if (::lstat(parent.c_str(), &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return *err = "linked_dirs \"" + rel + "\": " + parent + " is not a directory in the release", false;
+      } else if (::mkdir(parent.c_str(), 0755) != 0) {
+        return *err = errno_message("mkdir", parent), false;
+      }
+      pos = slash + 1;
+    }
+    std::string link = rdir + "/" + rel;
+    if (!remove_tree(link, err)) return false;  // what the package shipped there is replaced
+    if (::symlink(shared.c_str(), link.c_str()) != 0) return *err = errno_message("symlink", link), false;
+  }
+  return true;
+}
+
+bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err) {
+  auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
+  if (!is_directory(req.from)) return *err = "source directory " + req.from + " does not exist", false;
+  if (!init(err)) return false;
+  for (int attempt = 1; attempt <= req.max_tries; ++attempt) {
+    std::string version, before;
+    if (!read_version(req.from, req.watch, &version, &before, err)) return false;
+    std::string id = unique_id(version), tmp = release_dir(id) + ".tmp";
+    say("staging " + req.from + " (version " + version + ") into " + tmp);
+    CopyStats stats;
+    std::string staged, after, ignored;
+    bool copied = copy_tree(req.from, tmp, &stats, err);
+    if (copied && (!read_file(tmp + "/" + req.watch, &staged, &ignored) || !read_file(req.from + "/" + req.watch, &after, &ignored) ||
+                   staged != before || after != before)) {
+      std::string cleanup_err;
+      remove_tree(tmp, &cleanup_err);
+      say(req.watch + " changed while staging (an installer still writing?); staging again");
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+      continue;
+    }
+    bool ok = copied && link_shared(tmp, req.linked_dirs, err) && sync_filesystem(tmp, err);
+    if (ok && ::rename(tmp.c_str(), release_dir(id).c_str()) != 0) ok = false, *err = errno_message("rename " + tmp + " to", release_dir(id));
+    if (!ok) {
+      std::string cleanup_err;
+      if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
+      *err = "staging failed: " + *err;
+      return false;
+    }
+    JournalEntry e;
+    e.event = Event::Staged;
+    e.release = id;
+    e.version = version;
+    e.source = req.source;
+    e.revision = req.revision;
+    e.uid = req.uid;
+    if (!fsync_dir(releases_dir(), err) || !journal_.append(e, err)) {
+      std::string cleanup_err;
+      remove_tree(release_dir(id), &cleanup_err);
+      return false;
+    }
+    *out = Release{id, release_dir(id), version, stats, attempt};
+    say("staged " + id + ": " + std::to_string(stats.files) + " files, " + std::to_string(stats.dirs) + " dirs, " +
+        std::to_string(stats.symlinks) + " symlinks, " + std::to_string(stats.bytes) + " bytes copied, " +
+        std::to_string(stats.cloned) + " files cloned");
+    return true;
+  }
+  *err = req.from + "/" + req.watch + " kept changing while staging (" + std::to_string(req.max_tries) +
+         " tries): is an installer still writing? Nothing was staged";
+  return false;
+}
+
+bool ReleaseStore::activate(const std::string& id, const std::string& reason, long uid, std::string* err) {
+  if (!is_directory(release_dir(id))) return *err = "no release " + id + " in " + releases_dir(), false;
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  return replace_symlink("releases/" + id, current_link(), err) &&
+         journal_.append(entry_about(entries, Event::Activated, id, reason, uid), err);
+}
+
+bool ReleaseStore::record_failed(const std::string& id, const std::string& reason, long uid, std::string* err) {
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  return journal_.append(entry_about(entries, Event::Failed, id, reason, uid), err);
+}
+
+bool ReleaseStore::rollback_target(int n, std::string* id, std::string* err) const {
+  if (n < 1) return *err = "rollback needs a number of releases of 1 or more", false;
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  auto stack = activation_stack(entries);
+  if (stack.empty()) return *err = "nothing is live yet, so there is nothing to roll back", false;
+  int earlier = static_cast<int>(stack.size()) - 1;
+  if (n > earlier)
+    return *err = "cannot go back " + std::to_string(n) + ": only " + std::to_string(earlier) +
+                  " earlier release" + (earlier == 1 ? " is" : "s are") + " in the history (see agent releases)", false;
+  *id = stack[stack.size() - 1 - static_cast<size_t>(n)];
+  return true;
+}
+
+bool ReleaseStore::check_rollback_to(const std::string& id, std::string* err) const {
+  if (!is_directory(release_dir(id))) return *err = "no release " + id + " (see agent releases)", false;
+  if (current() == id) return *err = id + " is already current", false;
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->release != id) continue;
+    if (it->event == Event::Failed) return *err = "release " + id + " failed (" + it->reason + "); deploy it again instead", false;
+    break;
+  }
+  return true;
+}
+
+bool ReleaseStore::rollback_to(const std::string& id, long uid, std::string* err) {
+  if (!check_rollback_to(id, err)) return false;
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  auto stack = activation_stack(entries);
+  auto at = std::find(stack.begin(), stack.end(), id);
+  std::vector<std::string> above(at == stack.end() ? stack.end() - std::min<size_t>(1, stack.size()) : at + 1, stack.end());
+  std::string from = stack.empty() ? "" : stack.back();
+  if (!replace_symlink("releases/" + id, current_link(), err)) return false;
+  for (auto it = above.rbegin(); it != above.rend(); ++it) {
+    if (!journal_.append(entry_about(entries, Event::RolledBack, *it, "rolled back to " + id, uid), err)) return false;
+  }
+  return journal_.append(entry_about(entries, Event::Activated, id, "rollback from " + from, uid), err);
+}
+
+bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>* warnings, std::string* err) const {
+  std::vector<JournalEntry> entries;
+  if (!journal_.read(&entries, warnings, err)) return false;
+  auto cur = current();
+  std::map<std::string, ReleaseInfo> by_id;
+  for (const auto& e : entries) {
+    ReleaseInfo& r = by_id[e.release];
+    r.id = e.release;
+    if (!e.version.empty()) r.version = e.version;
+    if (!e.source.empty()) r.source = e.source;
+    if (!e.revision.empty()) r.revision = e.revision;
+    if (e.event == Event::Staged) r.time = e.time;
+    r.reason = e.reason;
+    switch (e.event) {
+      case Event::Staged: r.state = ReleaseState::Staged; break;
+      case Event::Activated: r.state = ReleaseState::Previous; break;
+      case Event::Failed: r.state = ReleaseState::Failed; break;
+      case Event::RolledBack: r.state = ReleaseState::RolledBack; break;
+    }
+  }
+  out->clear();
+  auto ids = release_ids();
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    ReleaseInfo r = by_id[*it];
+    r.id = *it;
+    r.current = cur == *it;
+    if (r.current) r.state = ReleaseState::Active;
+    out->push_back(std::move(r));
+  }
+  return true;
+}
+
+bool ReleaseStore::prune(int keep, const std::set<std::string>& in_use, std::vector<std::string>* removed,
+                         std::string* err) {
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  auto stack = activation_stack(entries);
+  std::set<std::string> protect(in_use);
+  // The current release and the rollback targets 1..keep-1 below it.
+  for (size_t i = 0; i < stack.size() && i < static_cast<size_t>(std::max(keep, 1)); ++i)
+    protect.insert(stack[stack.size() - 1 - i]);
+  if (auto cur = current()) protect.insert(*cur);
+  auto ids = release_ids();  // oldest first
+  size_t count = ids.size();
+  for (const auto& id : ids) {
+    if (count <= static_cast<size_t>(keep)) break;
+    if (protect.count(id)) continue;
+    // Rename first so a crash mid-removal leaves a .tmp (cleaned at start), not a half release.
+    std::string doomed = release_dir(id) + ".tmp";
+    if (::rename(release_dir(id).c_str(), doomed.c_str()) != 0) return *err = errno_message("rename", release_dir(id)), false;
+    if (!remove_tree(doomed, err)) return false;
+    removed->push_back(id);
+    --count;
+  }
+  return true;
+}
+
+}  // namespace releases

@@ -1,0 +1,116 @@
+// ReleaseStore: an app's releases on disk, Capistrano-style, and their history.
+//
+//   <app_dir>/releases/<id>/     one complete tree per release, never modified once named
+//   <app_dir>/releases/<id>.tmp  a release being staged (or removed): never used, cleaned at start
+//   <app_dir>/current            symlink -> releases/<id>, switched by rename(2)
+//   <app_dir>/shared/            kept across releases; linked_dirs point here
+//   <app_dir>/journal.jsonl      staged / activated / failed / rolled_back, append-only
+//
+// The journal is the history; the directories are the data. The activation history is the stack
+// of releases that were live, newest on top: an activation pushes, a rollback pops (recording
+// rolled_back), a failure removes. `rollback 1` is the entry below the top, so doing it twice
+// goes back two releases rather than back and forth.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "releases/fs.h"
+#include "releases/journal.h"
+
+namespace releases {
+
+struct StageRequest {
+  std::string from;                      // directory to copy
+  std::string watch = "package.json";    // the file that holds the version, relative to `from`
+  std::string source = "cli";            // rpm | git | cli, for the journal
+  std::string revision;
+  std::vector<std::string> linked_dirs;  // relative paths, symlinked to shared/
+  long uid = -1;
+  int max_tries = 5;                     // restage while the watched file keeps changing
+  std::function<void(const std::string&)> progress;  // optional progress lines
+};
+
+struct Release {
+  std::string id, dir, version;
+  CopyStats stats;
+  int tries = 0;
+};
+
+enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Unknown };
+const char* state_name(ReleaseState s);
+
+struct ReleaseInfo {
+  std::string id, version, source, revision, time, reason;
+  ReleaseState state = ReleaseState::Unknown;
+  bool current = false;
+};
+
+class ReleaseStore {
+ public:
+  explicit ReleaseStore(std::string app_dir);
+
+  const std::string& app_dir() const { return app_dir_; }
+  std::string releases_dir() const { return app_dir_ + "/releases"; }
+  std::string release_dir(const std::string& id) const { return releases_dir() + "/" + id; }
+  std::string current_link() const { return app_dir_ + "/current"; }
+  std::string shared_dir() const { return app_dir_ + "/shared"; }
+  const Journal& journal() const { return journal_; }
+
+  /// Creates the layout if missing.
+  bool init(std::string* err);
+
+  /// At daemon start: removes what a crash left half-done (releases/*.tmp, current.tmp) and
+  /// records in the journal an activation the crash kept it from recording. `notes` says what
+  /// was done.
+  bool recover(std::vector<std::string>* notes, std::string* err);
+
+  /// The id `current` points to, if it points to an existing release.
+  std::optional<std::string> current() const;
+
+  /// Copies req.from into releases/<id>.tmp, checks the watched file did not change meanwhile
+  /// (else stages again, up to req.max_tries), links linked_dirs, syncs, renames into place and
+  /// journals "staged". On failure nothing new is visible and the journal is untouched.
+  bool stage(const StageRequest& req, Release* out, std::string* err);
+
+  /// Points `current` at `id` and journals "activated".
+  bool activate(const std::string& id, const std::string& reason, long uid, std::string* err);
+
+  /// Journals "failed" for a release that did not go live.
+  bool record_failed(const std::string& id, const std::string& reason, long uid, std::string* err);
+
+  /// The release `n` steps back in the activation history (n >= 1), skipping failed and
+  /// rolled-back releases and ones no longer on disk.
+  bool rollback_target(int n, std::string* id, std::string* err) const;
+
+  /// Checks that `id` can be rolled back to by name: it exists, is not current, did not fail.
+  bool check_rollback_to(const std::string& id, std::string* err) const;
+
+  /// Makes `id` current as a rollback: journals rolled_back for every release above it in the
+  /// activation history (the current one at least), then activated.
+  bool rollback_to(const std::string& id, long uid, std::string* err);
+
+  /// Every release on disk, newest first, with its state from the journal.
+  bool list(std::vector<ReleaseInfo>* out, std::vector<std::string>* warnings, std::string* err) const;
+
+  /// Removes the oldest releases until at most `keep` remain. Never removes the current
+  /// release, the next keep-1 rollback targets, or any id in `in_use`.
+  bool prune(int keep, const std::set<std::string>& in_use, std::vector<std::string>* removed,
+             std::string* err);
+
+ private:
+  bool read_journal(std::vector<JournalEntry>* entries, std::string* err) const;
+  /// Release ids that were live, oldest first, current on top, all still on disk.
+  std::vector<std::string> activation_stack(const std::vector<JournalEntry>& entries) const;
+  std::vector<std::string> release_ids() const;
+  std::string unique_id(const std::string& version) const;
+  bool link_shared(const std::string& release_dir, const std::vector<std::string>& dirs, std::string* err);
+
+  std::string app_dir_;
+  Journal journal_;
+};
+
+}  // namespace releases

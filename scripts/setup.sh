@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything deploy-agent needs to build and test, from Debian packages.
+# Idempotent: packages already installed are not touched, and apt-get runs only when
+# something is missing. Safe to call from CI (no prompts).
+set -euo pipefail
+
+pkgs=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git
+  # the libraries the agent links
+  libgit2-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev libcurl4-openssl-dev
+  # tests
+  doctest-dev python3
+  # workers of the example app
+  nodejs
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all ${#pkgs[@]} packages present"
+fi
