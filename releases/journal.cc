@@ -36,7 +36,7 @@ bool Journal::append(JournalEntry e, std::string* err) const {
                       {"reason", e.reason},   {"uid", e.uid}};
   std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 
-  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return *err = errno_message("open", path_), false;
   struct stat st {};
   if (::fstat(fd, &st) == 0 && st.st_size > 0) {
