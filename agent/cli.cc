@@ -141,6 +141,7 @@ int cmd_env(const Args& a) {
   } else if (!app->source.empty()) {
     ctx.release_dir = app->source;
     note = "nothing is deployed yet: showing the environment for a release staged from " + app->source;
+    ctx.release_id = "(given when staged)";
   } else {
     std::fprintf(stderr, "agent: app %s has no release and no source yet\n", app->name.c_str());
     return 1;
@@ -165,7 +166,7 @@ int cmd_env(const Args& a) {
   bool ok = resolve_command(app->command[0], env, ctx.release_dir, ctx.account, &resolved, &resolve_err);
 
   if (a.json) {
-    nlohmann::json j = {{"app", app->name}, {"release", ctx.release_id}, {"release_dir", ctx.release_dir},
+    nlohmann::json j = {{"app", app->name}, {"release", note.starts_with("nothing is deployed") ? nlohmann::json(nullptr) : nlohmann::json(ctx.release_id)}, {"release_dir", ctx.release_dir},
                         {"version", ctx.version}, {"user", ctx.account.name}};
     for (const auto& v : env.vars) j["env"].push_back({{"name", v.name}, {"value", v.value}, {"origin", v.origin}});
     for (const auto& p : env.path) j["path"].push_back({{"dir", p.dir}, {"origin", p.origin}, {"exists", releases::is_directory(p.dir)}});
@@ -178,12 +179,12 @@ int cmd_env(const Args& a) {
     return ok ? 0 : 1;
   }
 
-  std::printf("# app %s, release %s, as user %s\n", app->name.c_str(),
-              ctx.release_id.empty() ? "(none yet)" : ctx.release_id.c_str(), ctx.account.name.c_str());
+  std::printf("# app %s, release %s, as user %s\n", app->name.c_str(), ctx.release_id.c_str(), ctx.account.name.c_str());
   std::printf("# release dir %s\n", ctx.release_dir.c_str());
   if (!note.empty()) std::printf("# %s\n", note.c_str());
   std::vector<std::vector<std::string>> rows;
-  for (const auto& v : env.vars) rows.push_back({v.name + "=" + v.value, "# " + v.origin});
+  rows.push_back({"ORIGIN", "VARIABLE"});
+  for (const auto& v : env.vars) rows.push_back({v.origin, v.name + "=" + v.value});
   print_table(rows);
   std::printf("\nPATH, in order:\n");
   rows.clear();

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `agent check`: the bundled example passes; a broken config gets every error as file:line:col.
+source "$(dirname "$0")/lib.sh"
+
+cfg=$("$REPO/scripts/render-example.sh" hello-node "$TMP/demo")
+run "$AGENT" check -c "$cfg"
+expect_rc 0
+expect_out "ok (1 app: hello)"
+
+AGENT_CONFIG="$cfg" run "$AGENT" check
+expect_rc 0
+
+cat > "$TMP/bad.toml" <<'TOML'
+[agent]
+state_dir = "var/lib/agent"
+
+[[app]]
+name = "web"
+command = ["node", "app.js"]
+instances = 0
+listen = ["0.0.0.0:8197"]
+drain_timout = "5s"
+max_memory = "lots"
+
+[[app]]
+name = "web"
+command = ["node"]
+listen = ["127.0.0.1:8197"]
+TOML
+run "$AGENT" check -c "$TMP/bad.toml"
+expect_rc 1
+expect_err "$TMP/bad.toml:2:13: [agent] state_dir: \"var/lib/agent\" must be an absolute path"
+expect_err "$TMP/bad.toml:7:13: [[app]] \"web\" instances: 0 is out of range (1 to 1024)"
+expect_err "$TMP/bad.toml:9:1: unknown key \"drain_timout\" in [[app]] \"web\" (did you mean \"drain_timeout\"?)"
+expect_err "$TMP/bad.toml:10:14: [[app]] \"web\" max_memory: \"lots\" is not a size"
+expect_err "$TMP/bad.toml:13:8: duplicate app name \"web\" (first defined on line 5)"
+expect_err "$TMP/bad.toml:15:11: listen \"127.0.0.1:8197\" of app \"web\" overlaps \"0.0.0.0:8197\""
+expect_err "agent: 6 errors in $TMP/bad.toml"
+
+printf '[[app]]\nname = "x"\ncommand = ["x"\n' > "$TMP/syntax.toml"
+run "$AGENT" check -c "$TMP/syntax.toml"
+expect_rc 1
+expect_err "$TMP/syntax.toml:3:"
+
+run "$AGENT" check -c "$TMP/nope.toml"
+expect_rc 1
+expect_err "$TMP/nope.toml:1:1: cannot read: No such file or directory"
+
+run "$AGENT" --help
+expect_rc 0
+expect_out "Usage: agent"
+run "$AGENT" check --help
+expect_rc 0
+expect_out "file:line:col"
+run "$AGENT" frobnicate
+expect_rc 2
+expect_err "unknown command 'frobnicate'"
+run "$AGENT" check --bogus
+expect_rc 2
+expect_err "unknown option --bogus"
+done_ok
