@@ -1,8 +1,14 @@
 #include "agent/cli.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -10,6 +16,8 @@
 #include <vector>
 
 #include "agent/config.h"
+#include "agent/control.h"
+#include "agent/daemon.h"
 #include "agent/launch_env.h"
 #include "releases/store.h"
 #include "releases/version.h"
@@ -23,15 +31,22 @@ constexpr const char* kUsage = R"(agent: deploys apps with zero failed requests
 
 Usage: agent [-c FILE] COMMAND [ARGS]
 
-Commands available in this build:
-  check    [-c FILE]                 validate the config; errors as file:line:col: message
+Commands:
+  run      [-c FILE]                 the daemon, in the foreground
+  status   [APP] [--json]            apps, current release, workers (pid, release, state,
+                                     uptime, rss, restarts)
+  deploy   APP [--from DIR]          stage DIR (default: the app's source) and roll it out;
+                                     streams progress; exit 1 if it was refused or rolled back
+  reload   APP                       rolling swap onto the current release, environment rebuilt
+  start|stop|restart APP             restart = stop then start (has downtime; reload has none)
+  rollback [N] [APP] | --to ID [APP] back N activated releases (default 1), skipping failed
+                                     and rolled-back ones, with the same rolling swap
+  releases [APP] [--json]            releases on disk: id, version, source, state, current
   env      APP [--release ID] [--json]
                                      the launch environment a worker gets, where each
                                      variable comes from, and where command[0] resolves
-  releases [APP] [--json]            releases on disk: id, version, source, state, current
-
-Commands of the daemon (not in this build yet):
-  run, status, deploy, reload, start, stop, restart, rollback, logs
+  logs     APP [-f] [-n N]           the workers' output (last N lines, default 50; -f follows)
+  check    [-c FILE]                 validate the config; errors as file:line:col: message
 
 Options:
   -c, --config FILE   the config (default: $AGENT_CONFIG, then /etc/agent/agent.toml)
@@ -60,8 +75,8 @@ struct Args {
   std::string verb;
   std::string config;
   std::vector<std::string> positional;
-  std::map<std::string, std::string> options;  // --release ID
-  bool json = false, help = false;
+  std::map<std::string, std::string> options;  // --release ID, --from DIR, --to ID, -n N
+  bool json = false, help = false, follow = false;
 };
 
 int usage_error(const std::string& msg) {
@@ -105,6 +120,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
     std::string line;
     for (size_t i = 0; i < r.size(); ++i)
       line += i + 1 == r.size() ? r[i] : r[i] + std::string(width[i] - r[i].size() + 2, ' ');
+    while (!line.empty() && line.back() == ' ') line.pop_back();
     std::printf("%s\n", line.c_str());
   }
 }
@@ -252,6 +268,158 @@ int cmd_releases(const Args& a) {
   return rc;
 }
 
+std::string human_size(std::uint64_t b) {
+  char buf[32];
+  if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.1fG", static_cast<double>(b) / (1ull << 30));
+  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.0fM", static_cast<double>(b) / (1ull << 20));
+  else std::snprintf(buf, sizeof buf, "%lluK", static_cast<unsigned long long>(b >> 10));
+  return buf;
+}
+
+std::string human_uptime(long s) {
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  if (s < 86400) return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
+  return std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600) + "h";
+}
+
+int cmd_run(const Args& a) {
+  Daemon d(a.config);
+  return d.run();
+}
+
+// Sends one request to the daemon, printing its progress; exit 0 if it says ok.
+int call(const Config& cfg, const nlohmann::json& req, bool print_final = true) {
+  int rc = 1;
+  std::string err;
+  bool reached = call_daemon(cfg.agent.control_socket, req, [&](const nlohmann::json& j) {
+    if (j.contains("progress")) {
+      std::printf("%s\n", j["progress"].get<std::string>().c_str());
+      std::fflush(stdout);
+      return;
+    }
+    bool ok = j.value("ok", false);
+    rc = ok ? 0 : 1;
+    std::string msg = j.value("message", "");
+    if (!print_final || msg.empty()) return;
+    if (ok) std::printf("%s\n", msg.c_str());
+    else std::fprintf(stderr, "agent: %s\n", msg.c_str());
+  }, &err);
+  if (!reached) std::fprintf(stderr, "agent: %s\n", err.c_str());
+  return rc;
+}
+
+int cmd_status(const Args& a) {
+  Config cfg;
+  if (!load(a, &cfg)) return 1;
+  nlohmann::json req = {{"verb", "status"}};
+  if (!a.positional.empty()) req["app"] = a.positional[0];
+  nlohmann::json data;
+  std::string err, failure;
+  bool reached = call_daemon(cfg.agent.control_socket, req, [&](const nlohmann::json& j) {
+    if (j.value("ok", false)) data = j.value("data", nlohmann::json());
+    else failure = j.value("message", "failed");
+  }, &err);
+  if (!reached) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
+  if (!failure.empty()) return std::fprintf(stderr, "agent: %s\n", failure.c_str()), 1;
+  if (a.json) return std::printf("%s\n", data.dump(2).c_str()), 0;
+  bool first = true;
+  for (const auto& app : data["apps"]) {
+    if (!first) std::printf("\n");
+    first = false;
+    std::string cur = app["current"].is_null() ? "(nothing deployed)" : app["current"].get<std::string>();
+    std::printf("%s: %s, current %s", app["app"].get<std::string>().c_str(), app["state"].get<std::string>().c_str(), cur.c_str());
+    if (!app["version"].get<std::string>().empty()) std::printf(" (version %s)", app["version"].get<std::string>().c_str());
+    if (!app["operation"].get<std::string>().empty()) std::printf(", %s in progress", app["operation"].get<std::string>().c_str());
+    std::printf("\n");
+    std::vector<std::vector<std::string>> rows = {{"  SLOT", "PID", "RELEASE", "STATE", "ROLE", "UPTIME", "RSS", "RESTARTS"}};
+    for (const auto& w : app["workers"])
+      rows.push_back({"  " + std::to_string(w["slot"].get<int>()), std::to_string(w["pid"].get<int>()), w["release"].get<std::string>(),
+                      w["state"].get<std::string>(), w["role"].get<std::string>(), human_uptime(w["uptime_s"].get<long>()),
+                      human_size(w["rss"].get<std::uint64_t>()), std::to_string(w["restarts"].get<int>())});
+    if (rows.size() > 1) print_table(rows);
+    else std::printf("  no workers\n");
+  }
+  return 0;
+}
+
+int cmd_op(const Args& a) {
+  Config cfg;
+  if (!load(a, &cfg)) return 1;
+  nlohmann::json req = {{"verb", a.verb}};
+  std::vector<std::string> pos = a.positional;
+  if (a.verb == "rollback" && !pos.empty() && !pos[0].empty() && std::isdigit(static_cast<unsigned char>(pos[0][0]))) {
+    char* end = nullptr;
+    long n = std::strtol(pos[0].c_str(), &end, 10);
+    if (*end || n < 1 || n > 1000) return usage_error("rollback N: N must be a whole number from 1");
+    req["steps"] = n;
+    pos.erase(pos.begin());
+  }
+  if (pos.size() > 1) return usage_error(a.verb + " takes one APP");
+  Args named = a;
+  named.positional = pos;
+  const AppConfig* app = pick_app(cfg, named, 0);
+  if (!app) return 1;
+  req["app"] = app->name;
+  if (auto it = a.options.find("from"); it != a.options.end()) {
+    char real[PATH_MAX];
+    if (!::realpath(it->second.c_str(), real)) return std::fprintf(stderr, "agent: --from %s: %s\n", it->second.c_str(), std::strerror(errno)), 1;
+    req["from"] = real;
+  }
+  if (auto it = a.options.find("to"); it != a.options.end()) req["to"] = it->second;
+  if (a.options.count("rev")) return std::fprintf(stderr, "agent: deploy --rev needs the git trigger, which this build does not include yet\n"), 2;
+  return call(cfg, req);
+}
+
+// Where the last `n` lines of `text` begin (a final newline does not start an empty line).
+size_t tail_start(const std::string& text, long n) {
+  if (n <= 0) return text.size();
+  size_t pos = text.size();
+  if (pos > 0 && text[pos - 1] == '\n') --pos;
+  for (long lines = 0; lines < n; ++lines) {
+    size_t nl = pos == 0 ? std::string::npos : text.rfind('\n', pos - 1);
+    if (nl == std::string::npos) return 0;
+    pos = nl;
+  }
+  return pos + 1;
+}
+
+// Prints the last `n` lines of the app's log, then (with -f) follows it across rotations.
+int cmd_logs(const Args& a) {
+  Config cfg;
+  if (!load(a, &cfg)) return 1;
+  const AppConfig* app = pick_app(cfg, a, 0);
+  if (!app) return 1;
+  long n = 50;
+  if (auto it = a.options.find("n"); it != a.options.end()) n = std::max(0L, std::strtol(it->second.c_str(), nullptr, 10));
+  std::string path = cfg.agent.log_dir + "/" + app->name + "/app.log";
+  std::string text, err;
+  if (!releases::read_file(path, &text, &err) && !a.follow) {
+    std::fprintf(stderr, "agent: %s\n", err.c_str());
+    return 1;
+  }
+  size_t start = tail_start(text, n);
+  std::fwrite(text.data() + start, 1, text.size() - start, stdout);
+  std::fflush(stdout);
+  if (!a.follow) return 0;
+  struct stat st {};
+  ino_t ino = ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+  std::uint64_t offset = text.size();
+  while (true) {  // until interrupted
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (::stat(path.c_str(), &st) != 0) continue;
+    if (st.st_ino != ino) ino = st.st_ino, offset = 0;  // rotated: read the new file from its start
+    if (static_cast<std::uint64_t>(st.st_size) < offset) offset = 0;
+    if (static_cast<std::uint64_t>(st.st_size) == offset) continue;
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(offset));
+    std::string chunk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    offset += chunk.size();
+    std::fwrite(chunk.data(), 1, chunk.size(), stdout);
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -277,7 +445,12 @@ int run_cli(int argc, char** argv) {
       const char* v = value("release");
       if (!v) return usage_error("--release needs a release id");
       a.options["release"] = v;
-    } else if (s.starts_with("-") && s != "-") return usage_error("unknown option " + s);
+    } else if (s == "--from" || s == "--to" || s == "--rev" || s == "-n") {
+      const char* v = value(s.c_str());
+      if (!v) return usage_error(s + " needs a value");
+      a.options[s == "-n" ? "n" : s.substr(2)] = v;
+    } else if (s == "-f" || s == "--follow") a.follow = true;
+    else if (s.starts_with("-") && s != "-") return usage_error("unknown option " + s);
     else if (a.verb.empty()) a.verb = s;
     else a.positional.push_back(s);
   }
@@ -293,11 +466,11 @@ int run_cli(int argc, char** argv) {
   if (a.verb == "check") return a.positional.empty() ? cmd_check(a) : usage_error("check takes no arguments (use -c FILE)");
   if (a.verb == "env") return a.positional.size() <= 1 ? cmd_env(a) : usage_error("env takes one APP");
   if (a.verb == "releases") return a.positional.size() <= 1 ? cmd_releases(a) : usage_error("releases takes one APP");
-  for (const char* later : {"run", "status", "deploy", "reload", "start", "stop", "restart", "rollback", "logs"})
-    if (a.verb == later) {
-      std::fprintf(stderr, "agent: '%s' needs the daemon, which this build does not include yet\n", later);
-      return 2;
-    }
+  if (a.verb == "run") return a.positional.empty() ? cmd_run(a) : usage_error("run takes no arguments (use -c FILE)");
+  if (a.verb == "status") return a.positional.size() <= 1 ? cmd_status(a) : usage_error("status takes one APP");
+  if (a.verb == "logs") return a.positional.size() <= 1 ? cmd_logs(a) : usage_error("logs takes one APP");
+  for (const char* op : {"deploy", "reload", "start", "stop", "restart", "rollback"})
+    if (a.verb == op) return cmd_op(a);
   return usage_error("unknown command '" + a.verb + "'");
 }
 

@@ -230,6 +230,8 @@ void read_agent(const toml::table& t, AgentSettings* a, Ctx& ctx) {
   if (r.string("control_group", &a->control_group) && !a->control_group.empty() &&
       !getgrnam(a->control_group.c_str()))
     r.error(*t.get("control_group"), "control_group", "group \"" + a->control_group + "\" does not exist on this host");
+  r.size("log_max_size", &a->log_max_size);
+  r.integer("log_max_files", &a->log_max_files, 0, 1000);
   r.reject_unknown();
 }
 

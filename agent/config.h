@@ -29,6 +29,8 @@ struct AgentSettings {
   std::string log_dir = "/var/log/agent";
   std::string control_socket = "/run/agent/agent.sock";
   std::string control_group;  // empty: socket is 0600, owner only
+  std::uint64_t log_max_size = 10ull << 20;  // a worker log rotates past this
+  int log_max_files = 5;                     // rotated files kept per app
 };
 
 struct AlertSettings {

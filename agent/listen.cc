@@ -1,6 +1,7 @@
 #include "agent/listen.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 
 #include <charconv>
@@ -68,9 +69,59 @@ bool listen_conflicts(const ListenAddress& a, const ListenAddress& b) {
   using K = ListenAddress::Kind;
   if (a.kind == K::Unix || b.kind == K::Unix) return a.kind == b.kind && a.path == b.path;
   if (a.port != b.port) return false;
-  // A wildcard v6 socket also takes IPv4 traffic unless IPV6_V6ONLY; count it as overlapping.
-  if (a.is_wildcard() || b.is_wildcard()) return a.kind == b.kind || (a.host == "::" || b.host == "::");
-  return a.kind == b.kind && a.host == b.host;
+  // IPv6 sockets are bound IPV6_V6ONLY, so "[::]:80" and "0.0.0.0:80" coexist (dual stack).
+  if (a.kind != b.kind) return false;
+  return a.host == b.host || a.is_wildcard() || b.is_wildcard();
+}
+
+}  // namespace agent
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace agent {
+
+int bind_listen(const ListenAddress& a, std::string* err) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int family = AF_INET;
+  if (a.kind == ListenAddress::Kind::Unix) {
+    family = AF_UNIX;
+    auto* un = reinterpret_cast<sockaddr_un*>(&ss);
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, a.path.c_str(), a.path.size() + 1);
+    len = sizeof(sockaddr_un);
+    struct stat st {};
+    if (::lstat(a.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(a.path.c_str());
+  } else if (a.kind == ListenAddress::Kind::Tcp6) {
+    family = AF_INET6;
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(a.port);
+    inet_pton(AF_INET6, a.host.c_str(), &in6->sin6_addr);
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(a.port);
+    inet_pton(AF_INET, a.host.c_str(), &in->sin_addr);
+    len = sizeof(sockaddr_in);
+  }
+  int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return *err = "socket for " + a.text + ": " + std::strerror(errno), -1;
+  int one = 1;
+  if (family != AF_UNIX) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+    *err = "listen on " + a.text + ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 }  // namespace agent

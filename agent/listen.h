@@ -26,7 +26,17 @@ struct ListenAddress {
 std::optional<ListenAddress> parse_listen(std::string_view text, std::string* err);
 
 /// True when binding both at once would fail or steal traffic: the same unix path, or the
-/// same port where the hosts are equal or one of them is a wildcard.
+/// same port and family where the hosts are equal or one of them is a wildcard. IPv6 is
+/// bound IPV6_V6ONLY: list "0.0.0.0:80" and "[::]:80" both for dual stack.
 bool listen_conflicts(const ListenAddress& a, const ListenAddress& b);
+
+}  // namespace agent
+
+namespace agent {
+
+/// Binds and listens on `a` (SO_REUSEADDR, never SO_REUSEPORT: one shared accept queue that
+/// every worker inherits). The fd is close-on-exec in the agent; a worker gets it by dup2.
+/// A stale unix socket file is replaced. Returns -1 with *err on failure.
+int bind_listen(const ListenAddress& a, std::string* err);
 
 }  // namespace agent

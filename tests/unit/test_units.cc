@@ -77,4 +77,6 @@ TEST_CASE("listen addresses: IPv4, IPv6, unix, and overlaps") {
   CHECK_FALSE(listen_conflicts(lo, *parse_listen("127.0.0.1:8198", &err)));
   CHECK_FALSE(listen_conflicts(lo, *parse_listen("127.0.0.2:8197", &err)));
   CHECK(listen_conflicts(*u, *parse_listen("unix:/run/app.sock", &err)));
+  CHECK_FALSE(listen_conflicts(*a, *parse_listen("[::]:8197", &err)));  // dual stack
+  CHECK(listen_conflicts(*b, *parse_listen("[::]:8197", &err)));
 }

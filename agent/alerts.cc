@@ -1,0 +1,30 @@
+#include "agent/alerts.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "releases/version.h"
+
+namespace agent {
+
+void Alerts::raise(const Alert& a) {
+  spdlog::warn("ALERT {} [{}]: {}{}", a.app, a.kind, a.summary, a.detail.empty() ? "" : " — " + a.detail);
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  nlohmann::json j = {{"time", releases::iso_time(std::chrono::system_clock::to_time_t(now))},
+                      {"time_ms", ms},   {"app", a.app},         {"kind", a.kind}, {"summary", a.summary},
+                      {"detail", a.detail}, {"pid", a.pid},      {"release", a.release}};
+  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0 || ::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+    spdlog::error("cannot record alert in {}: {}", path_, std::strerror(errno));
+  if (fd >= 0) ::close(fd);
+}
+
+}  // namespace agent

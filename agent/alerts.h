@@ -1,0 +1,31 @@
+// Alerts: the one interface every event an operator must hear about goes through (a drain
+// that stalls, a worker killed, a rollout reverted, a crash loop, a refused deploy, a worker
+// replaced for memory). Each alert is logged and appended to <state_dir>/alerts.jsonl, which
+// scripts and tests read; delivery by email and webhook plugs in behind raise().
+#pragma once
+
+#include <string>
+
+namespace agent {
+
+struct Alert {
+  std::string app;
+  std::string kind;     // drain_stalled | worker_killed | rollout_failed | crash_loop | deploy_refused | memory_replaced
+  std::string summary;  // one line: what happened
+  std::string detail;   // what the agent does next, what to run to look
+  int pid = 0;
+  std::string release;
+};
+
+class Alerts {
+ public:
+  explicit Alerts(std::string journal_path) : path_(std::move(journal_path)) {}
+  /// Never blocks the loop for long and never fails the caller: a write error is logged.
+  void raise(const Alert& a);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace agent

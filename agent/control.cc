@@ -1,0 +1,216 @@
+#include "agent/control.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <spdlog/spdlog.h>
+
+#include "releases/fs.h"
+
+namespace agent {
+namespace {
+
+constexpr size_t kMaxRequest = 64 * 1024;
+
+bool make_addr(const std::string& path, sockaddr_un* addr, std::string* err) {
+  *addr = sockaddr_un{};
+  addr->sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr->sun_path) return *err = "control socket path too long: " + path, false;
+  std::memcpy(addr->sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+}  // namespace
+
+Session::Session(EventLoop& loop, int fd, uid_t uid, pid_t pid) : loop_(loop), fd_(fd), uid_(uid), pid_(pid) {}
+
+Session::~Session() { close(); }
+
+void Session::close() {
+  if (fd_ < 0) return;
+  if (watch_) loop_.remove(watch_);
+  watch_ = 0;
+  ::close(fd_);
+  fd_ = -1;
+}
+
+void Session::send(const nlohmann::json& j) {
+  if (fd_ < 0) return;
+  out_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  flush();
+}
+
+void Session::progress(const std::string& line) { send({{"progress", line}}); }
+
+void Session::finish(bool ok, const std::string& message, const nlohmann::json& data) {
+  nlohmann::json j = {{"ok", ok}, {"message", message}};
+  if (!data.is_null()) j["data"] = data;
+  finishing_ = true;
+  send(j);
+}
+
+void Session::flush() {
+  while (fd_ >= 0 && !out_.empty()) {
+    ssize_t n = ::send(fd_, out_.data(), out_.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      out_.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (!writable_watch_) {
+        // Wait for room: a slow reader must not stall the loop.
+        loop_.remove(watch_);
+        std::weak_ptr<Session> weak = self_;
+        watch_ = loop_.add(fd_, EPOLLOUT, [weak](std::uint32_t) {
+          if (auto s = weak.lock()) s->flush();
+        });
+        writable_watch_ = true;
+      }
+      return;
+    }
+    return close();  // the client went away
+  }
+  if (fd_ >= 0 && out_.empty() && finishing_) close();
+}
+
+ControlServer::~ControlServer() {
+  if (watch_) loop_.remove(watch_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+}
+
+bool ControlServer::listen(const std::string& path, long gid, std::string* err) {
+  sockaddr_un addr;
+  if (!make_addr(path, &addr, err)) return false;
+  size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0 && !releases::make_dirs(path.substr(0, slash), err)) return false;
+  // Another daemon answering here? Then we are the second one: refuse.
+  int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ::close(probe);
+    return *err = "another agent is already answering on " + path, false;
+  }
+  if (probe >= 0) ::close(probe);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return *err = path + " exists and is not a socket", false;
+    ::unlink(path.c_str());
+  }
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  mode_t old = ::umask(0177);  // no window in which the socket is open to others
+  bool ok = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::umask(old);
+  if (!ok || ::listen(fd_, 64) != 0) return *err = releases::errno_message("listen on", path), false;
+  path_ = path;
+  if (gid >= 0 && (::chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0 || ::chmod(path.c_str(), 0660) != 0))
+    return *err = releases::errno_message("chmod/chown", path), false;
+  watch_ = loop_.add(fd_, EPOLLIN, [this](std::uint32_t) { accept_all(); });
+  return true;
+}
+
+void ControlServer::accept_all() {
+  while (true) {
+    int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      ::close(c);
+      continue;
+    }
+    auto s = std::make_shared<Session>(loop_, c, cred.uid, cred.pid);
+    s->self_ = s;
+    Session* raw = s.get();
+    sessions_[raw] = s;
+    s->watch_ = loop_.add(c, EPOLLIN | EPOLLRDHUP, [this, raw](std::uint32_t) {
+      auto it = sessions_.find(raw);
+      if (it == sessions_.end()) return;
+      std::shared_ptr<Session> s = it->second;
+      char buf[8192];
+      while (true) {
+        ssize_t n = ::recv(s->fd_, buf, sizeof buf, 0);
+        if (n > 0) {
+          s->in_.append(buf, static_cast<size_t>(n));
+          if (s->in_.size() > kMaxRequest && s->in_.find('\n') == std::string::npos) {
+            s->finish(false, "request too large (over 64 KiB)");
+            sessions_.erase(it);
+            return;
+          }
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        // EOF before a full line: answer what we have, if anything.
+        if (s->in_.empty()) {
+          s->close();
+          sessions_.erase(it);
+          return;
+        }
+        s->in_ += '\n';
+        break;
+      }
+      size_t nl = s->in_.find('\n');
+      if (nl == std::string::npos) return;  // wait for the rest of the line
+      std::string line = s->in_.substr(0, nl);
+      sessions_.erase(it);  // from now on the handler owns the session
+      // Stop reading: one request per connection.
+      loop_.remove(s->watch_);
+      s->watch_ = 0;
+      nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
+      if (req.is_discarded() || !req.is_object() || !req.contains("verb") || !req["verb"].is_string()) {
+        s->finish(false, "bad request: expected one JSON object with a \"verb\" on one line");
+        return;
+      }
+      handler_(s, req);
+    });
+  }
+}
+
+bool call_daemon(const std::string& path, const nlohmann::json& request,
+                 const std::function<void(const nlohmann::json&)>& on_line, std::string* err) {
+  sockaddr_un addr;
+  if (!make_addr(path, &addr, err)) return false;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    *err = "cannot reach the agent at " + path + ": " + std::strerror(errno) + " (is `agent run` running, with this config?)";
+    if (fd >= 0) ::close(fd);
+    return false;
+  }
+  std::string line = request.dump() + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    *err = std::string("sending to the agent: ") + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  std::string buf;
+  char chunk[8192];
+  bool got_final = false;
+  while (true) {
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    buf.append(chunk, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = buf.find('\n')) != std::string::npos) {
+      nlohmann::json j = nlohmann::json::parse(buf.substr(0, nl), nullptr, false);
+      buf.erase(0, nl + 1);
+      if (j.is_discarded()) continue;
+      if (j.contains("ok")) got_final = true;
+      on_line(j);
+    }
+  }
+  ::close(fd);
+  if (!got_final) return *err = "the agent closed the connection without an answer", false;
+  return true;
+}
+
+}  // namespace agent

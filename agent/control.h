@@ -1,0 +1,76 @@
+// The control socket: how the CLI talks to the daemon.
+//
+// Protocol: the client sends one JSON object on one line ({"verb": "deploy", "app": "web",
+// ...}); the daemon answers with lines of JSON: any number of {"progress": "..."} while the
+// work goes on, then one {"ok": true|false, "message": "...", "data": ...}, and closes. A
+// request over 64 KiB or that is not a JSON object gets an error line; the daemon carries on.
+// The peer's uid comes from SO_PEERCRED, never from the request.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "agent/event_loop.h"
+
+namespace agent {
+
+/// One client connection. Kept alive by whoever will still answer it; sending to a client that
+/// went away is a no-op (the work it asked for goes on).
+class Session {
+ public:
+  Session(EventLoop& loop, int fd, uid_t uid, pid_t pid);
+  ~Session();
+  uid_t uid() const { return uid_; }
+  pid_t pid() const { return pid_; }
+  bool closed() const { return fd_ < 0; }
+  void progress(const std::string& line);
+  /// The last line; the connection closes once it is written.
+  void finish(bool ok, const std::string& message, const nlohmann::json& data = nullptr);
+
+ private:
+  friend class ControlServer;
+  void send(const nlohmann::json& j);
+  void flush();
+  void close();
+  EventLoop& loop_;
+  int fd_;
+  uid_t uid_;
+  pid_t pid_;
+  EventLoop::Id watch_ = 0;
+  std::string in_, out_;
+  bool finishing_ = false, writable_watch_ = false;
+  std::function<void(std::shared_ptr<Session>, nlohmann::json)> on_request_;
+  std::weak_ptr<Session> self_;
+};
+
+class ControlServer {
+ public:
+  using Handler = std::function<void(std::shared_ptr<Session>, const nlohmann::json& request)>;
+  ControlServer(EventLoop& loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
+  ~ControlServer();
+
+  /// Binds `path` (mode 0600, or 0660 with group `gid` when gid != -1). Refuses when another
+  /// daemon answers there; replaces a stale socket file.
+  bool listen(const std::string& path, long gid, std::string* err);
+
+ private:
+  void accept_all();
+  EventLoop& loop_;
+  Handler handler_;
+  int fd_ = -1;
+  EventLoop::Id watch_ = 0;
+  std::string path_;
+  std::map<Session*, std::shared_ptr<Session>> sessions_;  // until their request is read
+};
+
+/// The client side: sends `request` to the daemon at `path`, calls `on_line` for each line of
+/// the answer. Returns false with *err when the daemon cannot be reached.
+bool call_daemon(const std::string& path, const nlohmann::json& request,
+                 const std::function<void(const nlohmann::json&)>& on_line, std::string* err);
+
+}  // namespace agent

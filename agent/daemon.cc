@@ -1,0 +1,253 @@
+#include "agent/daemon.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "releases/fs.h"
+
+extern char** environ;
+
+namespace agent {
+
+Daemon::Daemon(std::string config_path) : config_path_(std::move(config_path)) {
+  for (char** e = environ; *e; ++e) environ_.emplace_back(*e);
+}
+
+Daemon::~Daemon() {
+  apps_.clear();
+  retired_.clear();
+  for (auto& [addr, fd] : sockets_) ::close(fd);
+  if (signal_fd_ >= 0) ::close(signal_fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+bool Daemon::bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::string* err) {
+  for (const auto& a : app.listen) {
+    auto it = sockets_.find(a.canonical());
+    if (it == sockets_.end()) {
+      int fd = bind_listen(a, err);
+      if (fd < 0) return *err = "app " + app.name + ": " + *err, false;
+      it = sockets_.emplace(a.canonical(), fd).first;
+      spdlog::info("listening on {} for {}", a.canonical(), app.name);
+    }
+    fds->push_back(it->second);
+  }
+  return true;
+}
+
+bool Daemon::add_app(const AppConfig& app, std::string* err) {
+  std::vector<int> fds;
+  if (!bind_app_sockets(app, &fds, err)) return false;
+  auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, cfg_.agent, app, fds, environ_);
+  if (!sup->init(err)) return *err = "app " + app.name + ": " + *err, false;
+  AppSupervisor* raw = sup.get();
+  apps_[app.name] = std::move(sup);
+  loop_.post([raw] { raw->boot(); });
+  return true;
+}
+
+bool Daemon::start(std::string* err) {
+  std::vector<ConfigError> errors;
+  if (!load_config(config_path_, &cfg_, &errors)) {
+    for (const auto& e : errors) spdlog::error("{}", e.format());
+    return *err = std::to_string(errors.size()) + " error(s) in " + config_path_, false;
+  }
+  if (!releases::make_dirs(cfg_.agent.state_dir, err)) return false;
+  // One daemon per state directory: a second one would fight over releases and workers.
+  std::string lock = cfg_.agent.state_dir + "/.agent.lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return *err = releases::errno_message("open", lock), false;
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
+    return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
+  alerts_ = std::make_unique<Alerts>(cfg_.agent.state_dir + "/alerts.jsonl");
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  loop_.add(signal_fd_, EPOLLIN, [this](std::uint32_t) { on_signal(); });
+
+  long gid = -1;
+  if (!cfg_.agent.control_group.empty()) {
+    struct group* g = getgrnam(cfg_.agent.control_group.c_str());
+    if (!g) return *err = "control_group " + cfg_.agent.control_group + " does not exist", false;
+    gid = g->gr_gid;
+  }
+  control_ = std::make_unique<ControlServer>(loop_, [this](std::shared_ptr<Session> s, const nlohmann::json& req) {
+    on_request(std::move(s), req);
+  });
+  if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
+  for (const auto& app : cfg_.apps)
+    if (!add_app(app, err)) return false;
+  spdlog::info("agent {} running: {} app(s), control socket {}", AGENT_VERSION, cfg_.apps.size(), cfg_.agent.control_socket);
+  return true;
+}
+
+int Daemon::run() {
+  auto logger = spdlog::stderr_color_mt("agent");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_default_logger(logger);
+  std::string err;
+  if (!start(&err)) {
+    spdlog::critical("cannot start: {}", err);
+    return 1;
+  }
+  loop_.run();
+  spdlog::info("agent stopped");
+  return 0;
+}
+
+void Daemon::on_signal() {
+  signalfd_siginfo si;
+  while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGHUP) {
+      reload_config();
+    } else {
+      spdlog::info("{}: draining every worker, then exiting", signal_name(static_cast<int>(si.ssi_signo)));
+      begin_shutdown();
+    }
+  }
+}
+
+void Daemon::begin_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  auto remaining = std::make_shared<size_t>(apps_.size() + retired_.size());
+  auto one_done = [this, remaining] {
+    if (--*remaining == 0) loop_.stop();
+  };
+  if (*remaining == 0) return loop_.stop();
+  for (auto& [name, app] : apps_) app->shutdown(one_done);
+  for (auto& app : retired_) app->shutdown(one_done);
+}
+
+void Daemon::reload_config() {
+  Config next;
+  std::vector<ConfigError> errors;
+  if (!load_config(config_path_, &next, &errors)) {
+    for (const auto& e : errors) spdlog::error("{}", e.format());
+    spdlog::error("SIGHUP: {} error(s) in {}; keeping the running config", errors.size(), config_path_);
+    return;
+  }
+  // What is bound or opened once at start cannot change under a running daemon.
+  const AgentSettings &a = cfg_.agent, &b = next.agent;
+  if (a.state_dir != b.state_dir || a.log_dir != b.log_dir || a.control_socket != b.control_socket || a.control_group != b.control_group) {
+    spdlog::error("SIGHUP: [agent] state_dir, log_dir, control_socket and control_group take effect only at start; keeping the running config");
+    return;
+  }
+  for (const auto& app : next.apps) {
+    const AppConfig* old = cfg_.find_app(app.name);
+    if (!old) continue;
+    auto canon = [](const AppConfig& c) {
+      std::vector<std::string> v;
+      for (const auto& l : c.listen) v.push_back(l.canonical());
+      return v;
+    };
+    if (canon(*old) != canon(app)) {
+      spdlog::error("SIGHUP: app {}: listen addresses are bound once, at start; restart the agent to change them; keeping the running config", app.name);
+      return;
+    }
+  }
+  Config old = std::move(cfg_);
+  cfg_ = std::move(next);
+  for (auto it = apps_.begin(); it != apps_.end();) {
+    if (cfg_.find_app(it->first)) {
+      ++it;
+      continue;
+    }
+    spdlog::info("SIGHUP: app {} removed from the config: stopping it", it->first);
+    AppSupervisor* raw = it->second.get();
+    retired_.push_back(std::move(it->second));
+    it = apps_.erase(it);
+    raw->shutdown([this, raw] {
+      loop_.post([this, raw] {
+        std::erase_if(retired_, [raw](const auto& p) { return p.get() == raw; });
+      });
+    });
+  }
+  for (const auto& app : cfg_.apps) {
+    auto it = apps_.find(app.name);
+    if (it != apps_.end()) {
+      it->second->update_config(app);
+      continue;
+    }
+    std::string err;
+    if (!add_app(app, &err)) spdlog::error("SIGHUP: {}", err);
+    else spdlog::info("SIGHUP: app {} added", app.name);
+  }
+  spdlog::info("SIGHUP: config reloaded from {}", config_path_);
+}
+
+bool Daemon::authorized(uid_t uid) const {
+  if (uid == 0 || uid == ::geteuid()) return true;
+  if (cfg_.agent.control_group.empty()) return false;
+  struct group* g = getgrnam(cfg_.agent.control_group.c_str());
+  struct passwd* pw = getpwuid(uid);
+  if (!g || !pw) return false;
+  int n = 64;
+  std::vector<gid_t> groups(64);
+  if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) {
+    groups.resize(static_cast<size_t>(n));
+    getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n);
+  }
+  groups.resize(static_cast<size_t>(std::max(n, 0)));
+  return std::find(groups.begin(), groups.end(), g->gr_gid) != groups.end();
+}
+
+void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
+  std::string verb = req["verb"].get<std::string>();
+  auto str = [&](const char* k) { return req.contains(k) && req[k].is_string() ? req[k].get<std::string>() : std::string(); };
+  if (verb == "status") {
+    nlohmann::json apps = nlohmann::json::array();
+    std::string only = str("app");
+    for (const auto& [name, app] : apps_)
+      if (only.empty() || only == name) apps.push_back(app->status());
+    if (!only.empty() && apps.empty()) return s->finish(false, "no app \"" + only + "\"");
+    return s->finish(true, "", {{"apps", apps}, {"pid", ::getpid()}, {"version", AGENT_VERSION}});
+  }
+  static const std::map<std::string, OpRequest::Kind> kOps = {
+      {"deploy", OpRequest::Kind::Deploy}, {"reload", OpRequest::Kind::Reload},   {"rollback", OpRequest::Kind::Rollback},
+      {"start", OpRequest::Kind::Start},   {"stop", OpRequest::Kind::Stop},       {"restart", OpRequest::Kind::Restart}};
+  auto op_it = kOps.find(verb);
+  if (op_it == kOps.end()) return s->finish(false, "unknown verb \"" + verb + "\"");
+  if (!authorized(s->uid()))
+    return s->finish(false, "uid " + std::to_string(s->uid()) + " may not " + verb + ": only root, the agent's own user" +
+                                (cfg_.agent.control_group.empty() ? "" : " or members of " + cfg_.agent.control_group));
+  if (shutting_down_) return s->finish(false, "the agent is shutting down");
+  std::string name = str("app");
+  if (name.empty() && apps_.size() == 1) name = apps_.begin()->first;
+  auto app = apps_.find(name);
+  if (app == apps_.end()) return s->finish(false, name.empty() ? "name an app" : "no app \"" + name + "\"");
+
+  OpRequest op;
+  op.kind = op_it->second;
+  op.uid = static_cast<long>(s->uid());
+  op.from = str("from");
+  op.to = str("to");
+  if (req.contains("steps") && req["steps"].is_number_integer()) op.steps = req["steps"].get<int>();
+  if (op.kind == OpRequest::Kind::Deploy) {
+    if (op.from.empty()) op.from = app->second->config().source;
+    if (op.from.empty()) return s->finish(false, "app " + name + " has no source: give --from DIR");
+    if (op.from[0] != '/') return s->finish(false, "--from must be an absolute path");
+  }
+  spdlog::info("{}: {} requested by uid {} (pid {})", name, verb, s->uid(), s->pid());
+  op.progress = [s](const std::string& line) { s->progress(line); };
+  op.done = [s](bool ok, const std::string& message) { s->finish(ok, message); };
+  app->second->submit(std::move(op));
+}
+
+}  // namespace agent

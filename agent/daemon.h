@@ -1,0 +1,52 @@
+// Daemon: `agent run`. Owns the loop, the listening sockets (bound once, kept for life), one
+// AppSupervisor per app, the control socket and the signals.
+//   SIGTERM/SIGINT  drain every worker (bounded by kill_timeout) and exit 0
+//   SIGHUP          reload the config, validated first; on any error keep the running one
+// Once it is running, no error stops it: a failed deploy, a bad request, a broken config on
+// SIGHUP each get a clear line and the workers keep serving.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/alerts.h"
+#include "agent/config.h"
+#include "agent/control.h"
+#include "agent/event_loop.h"
+#include "agent/supervisor.h"
+
+namespace agent {
+
+class Daemon {
+ public:
+  explicit Daemon(std::string config_path);
+  ~Daemon();
+  /// Runs until SIGTERM/SIGINT. Returns the process exit code.
+  int run();
+
+ private:
+  bool start(std::string* err);
+  bool bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::string* err);
+  bool add_app(const AppConfig& app, std::string* err);
+  void on_signal();
+  void reload_config();
+  void begin_shutdown();
+  void on_request(std::shared_ptr<Session> s, const nlohmann::json& req);
+  bool authorized(uid_t uid) const;
+
+  std::string config_path_;
+  Config cfg_;
+  EventLoop loop_;
+  std::unique_ptr<Alerts> alerts_;
+  std::unique_ptr<ControlServer> control_;
+  std::map<std::string, int> sockets_;  // canonical address -> listening fd
+  std::map<std::string, std::unique_ptr<AppSupervisor>> apps_;
+  std::vector<std::unique_ptr<AppSupervisor>> retired_;  // removed by a reload, draining
+  std::vector<std::string> environ_;
+  int signal_fd_ = -1, lock_fd_ = -1;
+  bool shutting_down_ = false;
+};
+
+}  // namespace agent

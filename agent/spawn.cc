@@ -1,0 +1,147 @@
+#include "agent/spawn.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "agent/units.h"
+
+namespace agent {
+namespace {
+
+enum Step : int { kSetsid = 1, kDupListen, kDupReady, kDevNull, kDupOutput, kSetgroups, kSetgid, kSetuid, kChdir, kExec };
+
+struct ChildError {
+  int step;
+  int err;
+};
+
+const char* step_name(int step) {
+  switch (step) {
+    case kSetsid: return "setsid";
+    case kDupListen: return "pass listen socket";
+    case kDupReady: return "pass READY_FD";
+    case kDevNull: return "open /dev/null";
+    case kDupOutput: return "connect stdout/stderr";
+    case kSetgroups: return "setgroups";
+    case kSetgid: return "setgid";
+    case kSetuid: return "setuid";
+    case kChdir: return "chdir";
+    case kExec: return "exec";
+  }
+  return "setup";
+}
+
+[[noreturn]] void child_fail(int errpipe, int step) {
+  ChildError e{step, errno};
+  [[maybe_unused]] auto n = ::write(errpipe, &e, sizeof e);
+  ::_exit(127);
+}
+
+// Writes "LISTEN_PID=<pid>" into buf without allocating (we are between fork and exec).
+void format_listen_pid(char* buf, pid_t pid) {
+  const char prefix[] = "LISTEN_PID=";
+  std::memcpy(buf, prefix, sizeof prefix - 1);
+  char digits[24];
+  int n = 0;
+  do digits[n++] = static_cast<char>('0' + pid % 10); while ((pid /= 10) > 0);
+  char* p = buf + sizeof prefix - 1;
+  while (n > 0) *p++ = digits[--n];
+  *p = '\0';
+}
+
+}  // namespace
+
+bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
+  std::vector<char*> argv, envp;
+  for (const auto& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : req.envp) envp.push_back(const_cast<char*>(e.c_str()));
+  char listen_pid[48];
+  if (!req.listen_fds.empty()) envp.push_back(listen_pid);
+  envp.push_back(nullptr);
+  std::vector<gid_t> groups = req.drop_to ? req.drop_to->groups : std::vector<gid_t>{};
+  int nlisten = static_cast<int>(req.listen_fds.size());
+  int highest = 3 + nlisten + 1;
+
+  int errpipe[2];
+  if (::pipe2(errpipe, O_CLOEXEC) != 0) return *err = std::string("pipe: ") + std::strerror(errno), false;
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    *err = std::string("fork: ") + std::strerror(errno);
+    ::close(errpipe[0]);
+    ::close(errpipe[1]);
+    return false;
+  }
+  if (pid == 0) {
+    // The child: system calls only.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
+    if (::setsid() < 0) child_fail(errpipe[1], kSetsid);
+    // Move every fd we pass above the target range first, so dup2 cannot clobber a source.
+    int moved[64];
+    for (int i = 0; i < nlisten && i < 64; ++i)
+      if ((moved[i] = ::fcntl(req.listen_fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, highest)) < 0) child_fail(errpipe[1], kDupListen);
+    int ready = -1;
+    if (req.ready_fd >= 0 && (ready = ::fcntl(req.ready_fd, F_DUPFD_CLOEXEC, highest)) < 0) child_fail(errpipe[1], kDupReady);
+    int outfd = req.stdout_fd >= 0 ? ::fcntl(req.stdout_fd, F_DUPFD_CLOEXEC, highest) : -1;
+    int errfd = req.stderr_fd >= 0 ? ::fcntl(req.stderr_fd, F_DUPFD_CLOEXEC, highest) : -1;
+    for (int i = 0; i < nlisten && i < 64; ++i)
+      if (::dup2(moved[i], 3 + i) < 0) child_fail(errpipe[1], kDupListen);  // dup2 clears CLOEXEC
+    if (ready >= 0 && ::dup2(ready, 3 + nlisten) < 0) child_fail(errpipe[1], kDupReady);
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) child_fail(errpipe[1], kDevNull);
+    if (::dup2(devnull, 0) < 0 || ::dup2(outfd >= 0 ? outfd : devnull, 1) < 0 || ::dup2(errfd >= 0 ? errfd : devnull, 2) < 0)
+      child_fail(errpipe[1], kDupOutput);
+    if (req.drop_to) {
+      if (::setgroups(groups.size(), groups.data()) != 0) child_fail(errpipe[1], kSetgroups);
+      if (::setgid(req.drop_to->gid) != 0) child_fail(errpipe[1], kSetgid);
+      if (::setuid(req.drop_to->uid) != 0) child_fail(errpipe[1], kSetuid);
+    }
+    if (::chdir(req.cwd.c_str()) != 0) child_fail(errpipe[1], kChdir);
+    if (nlisten > 0) format_listen_pid(listen_pid, ::getpid());
+    ::execve(req.path.c_str(), argv.data(), envp.data());
+    child_fail(errpipe[1], kExec);
+  }
+  ::close(errpipe[1]);
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    *err = std::string("pidfd_open: ") + std::strerror(errno);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(errpipe[0]);
+    return false;
+  }
+  ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  ::fcntl(errpipe[0], F_SETFL, O_NONBLOCK);
+  *out = Spawned{pid, pidfd, errpipe[0]};
+  return true;
+}
+
+std::optional<std::string> exec_failure(int errpipe, const std::string& cwd, const std::string& path) {
+  if (errpipe < 0) return std::nullopt;
+  ChildError e{};
+  ssize_t n = ::read(errpipe, &e, sizeof e);
+  ::close(errpipe);
+  if (n != sizeof e) return std::nullopt;
+  std::string what = step_name(e.step);
+  if (e.step == kChdir) what += " " + cwd;
+  if (e.step == kExec) what += " " + path;
+  return what + ": " + std::strerror(e.err);
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by " + signal_name(WTERMSIG(status));
+  return "stopped";
+}
+
+}  // namespace agent

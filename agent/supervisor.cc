@@ -1,0 +1,899 @@
+#include "agent/supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <tuple>
+#include <spdlog/spdlog.h>
+
+#include "agent/spawn.h"
+#include "releases/version.h"
+
+namespace agent {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr milliseconds kHealthyPeriod{30'000};  // a worker up this long resets its slot's backoff
+constexpr milliseconds kMaxBackoff{30'000};
+constexpr int kCrashLoop = 5;                    // crashes in a row that raise the alert
+constexpr milliseconds kMemoryCheck{2'000};
+
+milliseconds backoff(int crashes) {
+  if (crashes <= 0) return milliseconds(0);
+  milliseconds d(100);
+  for (int i = 1; i < crashes && d < kMaxBackoff; ++i) d *= 2;
+  return std::min(d, kMaxBackoff);
+}
+
+std::string ms_text(Clock::duration d) {
+  return format_duration(std::chrono::duration_cast<milliseconds>(d));
+}
+
+std::uint64_t rss_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
+  std::uint64_t size = 0, resident = 0;
+  if (!(in >> size >> resident)) return 0;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+std::string now_stamp() {
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::string s = releases::iso_time(std::chrono::system_clock::to_time_t(now));
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(ms));
+  return s.insert(s.size() - 1, frac);
+}
+
+}  // namespace
+
+const char* worker_state_name(WorkerState s) {
+  switch (s) {
+    case WorkerState::Starting: return "starting";
+    case WorkerState::Ready: return "ready";
+    case WorkerState::Draining: return "draining";
+  }
+  return "?";
+}
+
+const char* op_name(OpRequest::Kind k) {
+  switch (k) {
+    case OpRequest::Kind::Deploy: return "deploy";
+    case OpRequest::Kind::Reload: return "reload";
+    case OpRequest::Kind::Rollback: return "rollback";
+    case OpRequest::Kind::Start: return "start";
+    case OpRequest::Kind::Stop: return "stop";
+    case OpRequest::Kind::Restart: return "restart";
+    case OpRequest::Kind::Replace: return "replace";
+  }
+  return "?";
+}
+
+AppSupervisor::AppSupervisor(EventLoop& loop, Alerts& alerts, AgentSettings agent, AppConfig app,
+                             std::vector<int> listen_fds, std::vector<std::string> agent_environ)
+    : loop_(loop),
+      alerts_(alerts),
+      agent_(std::move(agent)),
+      app_(std::move(app)),
+      listen_fds_(std::move(listen_fds)),
+      environ_(std::move(agent_environ)),
+      store_(app_.app_dir(agent_)) {
+  slots_.resize(static_cast<size_t>(app_.instances));
+}
+
+AppSupervisor::~AppSupervisor() {
+  for (auto& [id, t] : threads_)
+    if (t.joinable()) t.join();
+  for (auto& [pid, w] : workers_) {
+    if (w->pidfd >= 0) ::close(w->pidfd);
+    if (w->errpipe >= 0) ::close(w->errpipe);
+    if (w->ready_fd >= 0) ::close(w->ready_fd);
+  }
+  for (auto& [fd, p] : pipes_) ::close(fd);
+  if (notify_fd_ >= 0) ::close(notify_fd_);
+}
+
+bool AppSupervisor::init(std::string* err) {
+  std::vector<std::string> notes;
+  if (!store_.recover(&notes, err)) return false;
+  for (const auto& n : notes) spdlog::info("{}: {}", app_.name, n);
+  std::string log_dir = agent_.log_dir + "/" + app_.name;
+  if (!releases::make_dirs(log_dir, err)) return false;
+  log_ = std::make_unique<LogFile>(log_dir + "/app.log", agent_.log_max_size, agent_.log_max_files);
+
+  // sd_notify readiness: one datagram socket per app in the abstract namespace (no file to
+  // clean up, no path length trouble). The sender's pid comes from SCM_CREDENTIALS, set by the
+  // kernel, so a worker cannot report ready for another.
+  notify_name_ = "@deploy-agent/" + std::to_string(::getpid()) + "/" + app_.name;
+  notify_fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, notify_name_.c_str() + 1, notify_name_.size() - 1);
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + notify_name_.size());
+  int one = 1;
+  if (notify_fd_ < 0 || ::bind(notify_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      ::setsockopt(notify_fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
+    return *err = "notify socket for " + app_.name + ": " + std::strerror(errno), false;
+  notify_watch_ = loop_.add(notify_fd_, EPOLLIN, [this](std::uint32_t) { on_notify(); });
+  if (app_.max_memory > 0) memory_timer_ = loop_.after(kMemoryCheck, [this] { check_memory(); });
+  return true;
+}
+
+void AppSupervisor::boot() {
+  OpRequest op;
+  op.source = "boot";
+  if (store_.current()) {
+    op.kind = OpRequest::Kind::Start;
+  } else if (!app_.source.empty() && ::access((app_.source + "/" + app_.watch).c_str(), R_OK) == 0) {
+    op.kind = OpRequest::Kind::Deploy;
+    op.from = app_.source;
+    op.source = "rpm";
+  } else {
+    spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`", app_.name, app_.name);
+    return;
+  }
+  submit(std::move(op));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+void AppSupervisor::say(const std::string& line) {
+  spdlog::info("{}: {}", app_.name, line);
+  if (running_ && running_->progress) running_->progress(line);
+}
+
+void AppSupervisor::submit(OpRequest op) {
+  if (shutting_down_) {
+    if (op.done) op.done(false, "the agent is shutting down");
+    return;
+  }
+  if (op.kind == OpRequest::Kind::Replace && (running_ || pending_)) return;  // that work replaces it anyway
+  if (!running_) return start_op(std::move(op));
+  if (pending_ && pending_->done) pending_->done(false, std::string("superseded by a newer request (") + op_name(op.kind) + ")");
+  if (op.progress) op.progress(std::string("queued: waiting for the running ") + op_name(running_->kind) + " of " + app_.name);
+  pending_ = std::move(op);
+}
+
+void AppSupervisor::start_op(OpRequest op) {
+  running_ = std::move(op);
+  op_started_ = Clock::now();
+  const OpRequest& r = *running_;
+  switch (r.kind) {
+    case OpRequest::Kind::Deploy: {
+      stopped_ = false;
+      phase_ = Phase::Staging;
+      say("staging " + r.from);
+      // Copying a tree can take seconds: off the loop. The thread gets its own store handle.
+      releases::StageRequest req;
+      req.from = r.from;
+      req.watch = app_.watch;
+      req.source = r.source;
+      req.revision = r.revision;
+      req.linked_dirs = app_.linked_dirs;
+      req.uid = r.uid;
+      EventLoop* loop = &loop_;
+      req.progress = [loop, this](const std::string& line) {
+        loop->post_from_thread([this, line] {
+          if (phase_ == Phase::Staging) say(line);
+        });
+      };
+      auto result = std::make_shared<std::tuple<bool, releases::Release, std::string>>();
+      off_loop([req, store = store_, result]() mutable {
+        auto& [ok, rel, err] = *result;
+        ok = store.stage(req, &rel, &err);
+      }, [this, result] {
+        auto& [ok, rel, err] = *result;
+        on_staged(ok, rel, err);
+      });
+      return;
+    }
+    case OpRequest::Kind::Reload: {
+      auto cur = store_.current();
+      if (!cur) return finish_op(false, "nothing is deployed yet: agent deploy " + app_.name + " --from DIR");
+      stopped_ = false;
+      std::vector<int> all(slots_.size());
+      for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+      return begin_rollout(r.kind, *cur, all);
+    }
+    case OpRequest::Kind::Rollback: {
+      std::string target, err;
+      bool ok = r.to.empty() ? store_.rollback_target(r.steps, &target, &err) : store_.check_rollback_to(r.to, &err);
+      if (!r.to.empty()) target = r.to;
+      if (!ok) return finish_op(false, err);
+      say("rolling back to " + target);
+      stopped_ = false;
+      std::vector<int> all(slots_.size());
+      for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+      return begin_rollout(r.kind, target, all);
+    }
+    case OpRequest::Kind::Replace: {
+      int s = r.slot;
+      if (s < 0 || s >= static_cast<int>(slots_.size()) || slots_[static_cast<size_t>(s)].release.empty())
+        return finish_op(false, "no such slot");
+      return begin_rollout(r.kind, slots_[static_cast<size_t>(s)].release, {s});
+    }
+    case OpRequest::Kind::Start: {
+      auto cur = store_.current();
+      if (!cur) return finish_op(false, "nothing is deployed yet: agent deploy " + app_.name + " --from DIR");
+      stopped_ = false;
+      phase_ = Phase::Starting;
+      if (!preflight(*cur, nullptr)) return;
+      for (size_t i = 0; i < slots_.size(); ++i) {
+        Slot& slot = slots_[i];
+        if (slot.release.empty()) slot.release = *cur;
+        if (slot.serving || slot.incoming) continue;
+        if (slot.restart_timer) loop_.cancel(slot.restart_timer), slot.restart_timer = 0;
+        std::string err;
+        if (!spawn_worker(static_cast<int>(i), slot.release, false, &err)) return finish_op(false, err);
+      }
+      say("starting " + std::to_string(slots_.size()) + " workers on " + *cur);
+      return loop_.post([this] { advance(); });
+    }
+    case OpRequest::Kind::Stop:
+    case OpRequest::Kind::Restart: {
+      stopped_ = true;
+      restart_after_stop_ = r.kind == OpRequest::Kind::Restart;
+      phase_ = Phase::Stopping;
+      for (auto& slot : slots_) {
+        if (slot.restart_timer) loop_.cancel(slot.restart_timer), slot.restart_timer = 0;
+        for (pid_t* p : {&slot.serving, &slot.incoming})
+          if (*p) drain(*p, "stopping"), *p = 0;
+      }
+      say("stopping: draining " + std::to_string(workers_.size()) + " workers");
+      return loop_.post([this] { advance(); });
+    }
+  }
+}
+
+void AppSupervisor::finish_op(bool ok, const std::string& message) {
+  phase_ = Phase::Idle;
+  if (!running_) return;
+  OpRequest op = std::move(*running_);
+  running_.reset();
+  if (ok) spdlog::info("{}: {} done: {}", app_.name, op_name(op.kind), message);
+  else spdlog::warn("{}: {} failed: {}", app_.name, op_name(op.kind), message);
+  if (op.done) op.done(ok, message);
+  if (next_app_) {
+    app_ = std::move(*next_app_);
+    next_app_.reset();
+    apply_instances();
+  }
+  if (pending_) {
+    OpRequest next = std::move(*pending_);
+    pending_.reset();
+    loop_.post([this, next = std::move(next)]() mutable {
+      if (!running_) start_op(std::move(next));
+      else submit(std::move(next));
+    });
+  }
+  reconcile();
+}
+
+void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::string& err) {
+  if (!running_ || phase_ != Phase::Staging) return;  // cancelled by a shutdown meanwhile
+  if (!ok) {
+    alerts_.raise({app_.name, "deploy_refused", "deploy refused: " + err, "nothing running was touched", 0, ""});
+    return finish_op(false, "refused: " + err);
+  }
+  say("staged " + r.id + " (version " + r.version + ")");
+  std::vector<int> all(slots_.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  begin_rollout(OpRequest::Kind::Deploy, r.id, all);
+}
+
+bool AppSupervisor::preflight(const std::string& release, std::string* out_err) {
+  LaunchContext ctx;
+  ctx.release_dir = store_.release_dir(release);
+  ctx.release_id = release;
+  ctx.version = version_of(release);
+  ctx.agent_environ = environ_;
+  ctx.notify_socket = notify_name_;
+  LaunchEnv env;
+  std::string err, resolved;
+  bool ok = lookup_account(app_, &ctx.account, &err) && LaunchEnv::build(app_, ctx, &env, &err) &&
+            resolve_command(app_.command[0], env, ctx.release_dir, ctx.account, &resolved, &err);
+  if (ok && !app_.user.empty() && ::geteuid() != 0 && ctx.account.uid != ::geteuid()) {
+    ok = false;
+    err = "user = \"" + app_.user + "\" needs the agent to run as root";
+  }
+  if (ok) {
+    say("preflight: " + app_.command[0] + " -> " + resolved);
+    return true;
+  }
+  if (out_err) *out_err = err;
+  std::string why = "preflight of " + release + ": " + err;
+  alerts_.raise({app_.name, "deploy_refused", why, "nothing running was touched; see agent env " + app_.name + " --release " + release, 0, release});
+  if (running_ && running_->kind == OpRequest::Kind::Deploy) {
+    std::string jerr;
+    store_.record_failed(release, err, running_->uid, &jerr);
+  }
+  finish_op(false, "refused: " + why);
+  return false;
+}
+
+void AppSupervisor::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots) {
+  if (!preflight(target, nullptr)) return;
+  rollout_ = Rollout{};
+  rollout_.kind = kind;
+  rollout_.target = target;
+  rollout_.version = version_of(target);
+  rollout_.todo = std::move(slots);
+  int surge = std::max(1, app_.max_surge);
+  rollout_.batches_total = (static_cast<int>(rollout_.todo.size()) + surge - 1) / surge;
+  phase_ = Phase::Rolling;
+  say("rolling " + target + " onto " + std::to_string(rollout_.todo.size()) + " worker" +
+      (rollout_.todo.size() == 1 ? "" : "s") + ", " + std::to_string(surge) + " at a time");
+  loop_.post([this] { advance(); });
+}
+
+// Moves the running operation forward as far as the workers' states allow. Called (posted)
+// after every event that could matter; safe to call any number of times.
+void AppSupervisor::advance() {
+  switch (phase_) {
+    case Phase::Idle:
+    case Phase::Staging:
+      return reconcile();
+    case Phase::Starting: {
+      for (const auto& slot : slots_) {
+        const Worker* w = slot.serving ? find(slot.serving) : nullptr;
+        if (!w || w->state != WorkerState::Ready) return;
+      }
+      return finish_op(true, "running " + std::to_string(slots_.size()) + " workers on " + slots_[0].release);
+    }
+    case Phase::Stopping: {
+      if (!workers_.empty()) return;
+      if (restart_after_stop_) {
+        restart_after_stop_ = false;
+        say("all workers stopped; starting again");
+        OpRequest op = std::move(*running_);
+        op.kind = OpRequest::Kind::Start;
+        running_.reset();
+        return start_op(std::move(op));
+      }
+      return finish_op(true, "stopped");
+    }
+    case Phase::Rolling:
+      break;
+  }
+  Rollout& ro = rollout_;
+  if (ro.batch.empty()) {
+    if (ro.todo.empty()) return complete_rollout();
+    size_t n = std::min(ro.todo.size(), static_cast<size_t>(std::max(1, app_.max_surge)));
+    std::vector<int> batch(ro.todo.begin(), ro.todo.begin() + static_cast<long>(n));
+    ro.todo.erase(ro.todo.begin(), ro.todo.begin() + static_cast<long>(n));
+    std::string started;
+    for (int s : batch) {
+      std::string release = ro.reverting ? ro.previous[s] : ro.target;
+      std::string err;
+      pid_t pid = spawn_worker(s, release, true, &err);
+      if (!pid) return fail_rollout("starting a worker for slot " + std::to_string(s) + ": " + err);
+      ro.batch.push_back(s);
+      started += (started.empty() ? "" : ", ") + std::to_string(s) + " (pid " + std::to_string(pid) + ")";
+    }
+    say(std::string(ro.reverting ? "reverting" : "batch " + std::to_string(ro.batches_done + 1) + "/" + std::to_string(ro.batches_total)) +
+        ": starting slot" + (batch.size() == 1 ? " " : "s ") + started + " on " + (ro.reverting ? ro.previous[batch[0]] : ro.target));
+    return;
+  }
+  for (int s : ro.batch) {
+    const Worker* w = find(slots_[static_cast<size_t>(s)].incoming);
+    if (!w || w->state != WorkerState::Ready) return;  // still waiting
+  }
+  // The whole batch is ready: each new worker takes its slot, the old one drains.
+  for (int s : ro.batch) {
+    Slot& slot = slots_[static_cast<size_t>(s)];
+    pid_t old = slot.serving;
+    if (!ro.reverting) ro.previous[s] = slot.release.empty() ? ro.target : slot.release;
+    slot.serving = slot.incoming;
+    slot.incoming = 0;
+    slot.release = ro.reverting ? ro.previous[s] : ro.target;
+    if (!ro.reverting) ro.swapped.push_back(s);
+    if (old) drain(old, "replaced by pid " + std::to_string(slot.serving));
+  }
+  ro.batch.clear();
+  ro.batches_done++;
+  loop_.post([this] { advance(); });
+}
+
+void AppSupervisor::fail_rollout(const std::string& reason) {
+  Rollout& ro = rollout_;
+  for (int s : ro.batch) {
+    Slot& slot = slots_[static_cast<size_t>(s)];
+    if (slot.incoming) drain(slot.incoming, "rollout failed");
+    slot.incoming = 0;
+  }
+  ro.batch.clear();
+  if (ro.reverting) {
+    // The old release does not start either: keep whatever serves, and say so loudly.
+    alerts_.raise({app_.name, "rollout_failed", "reverting " + ro.target + " failed too: " + reason,
+                   "the workers that still run keep serving; see agent status " + app_.name, 0, ro.target});
+    phase_ = Phase::Idle;
+    return finish_op(false, ro.failure + "; and reverting failed: " + reason);
+  }
+  say("failed: " + reason + (ro.swapped.empty() ? "" : "; swapping " + std::to_string(ro.swapped.size()) + " slots back"));
+  ro.failure = reason;
+  ro.reverting = true;
+  ro.todo.assign(ro.swapped.rbegin(), ro.swapped.rend());
+  loop_.post([this] { advance(); });
+}
+
+void AppSupervisor::complete_rollout() {
+  Rollout ro = std::move(rollout_);
+  rollout_ = Rollout{};
+  phase_ = Phase::Idle;
+  long uid = running_ ? running_->uid : -1;
+  std::string err;
+  if (!ro.failure.empty()) {
+    bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
+    if (marks_release && !store_.record_failed(ro.target, ro.failure, uid, &err))
+      spdlog::error("{}: journal: {}", app_.name, err);
+    auto cur = store_.current();
+    alerts_.raise({app_.name, "rollout_failed",
+                   std::string(op_name(ro.kind)) + " of " + ro.target + " failed and was reverted: " + ro.failure,
+                   "the previous workers kept serving; current is still " + (cur ? *cur : std::string("unset")) +
+                       "; see agent releases " + app_.name,
+                   0, ro.target});
+    return finish_op(false, "reverted: " + ro.failure);
+  }
+  bool ok = true;
+  if (ro.kind == OpRequest::Kind::Deploy) ok = store_.activate(ro.target, "deploy", uid, &err);
+  if (ro.kind == OpRequest::Kind::Rollback) ok = store_.rollback_to(ro.target, uid, &err);
+  if (!ok) {
+    alerts_.raise({app_.name, "rollout_failed", "workers run " + ro.target + " but recording it failed: " + err,
+                   "current was not switched; fix the state directory and run agent reload " + app_.name, 0, ro.target});
+    return finish_op(false, "workers run " + ro.target + " but " + err);
+  }
+  if (ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback) {
+    std::set<std::string> in_use;
+    for (const auto& [pid, w] : workers_) in_use.insert(w->release);
+    int keep = app_.keep_releases;
+    off_loop([store = store_, keep, in_use, name = app_.name]() mutable {
+      std::vector<std::string> removed;
+      std::string perr;
+      if (!store.prune(keep, in_use, &removed, &perr)) spdlog::error("{}: prune: {}", name, perr);
+      for (const auto& id : removed) spdlog::info("{}: pruned release {}", name, id);
+    }, [] {});
+  }
+  auto took = ms_text(Clock::now() - op_started_);
+  if (ro.kind == OpRequest::Kind::Replace) return finish_op(true, "replaced slot " + std::to_string(ro.swapped.empty() ? -1 : ro.swapped[0]));
+  finish_op(true, "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took);
+}
+
+// Keeps every slot staffed: a slot with no worker (a crash, a revert that lost one, a new
+// slot) gets one after its backoff.
+void AppSupervisor::reconcile() {
+  if (stopped_ || shutting_down_ || phase_ == Phase::Stopping) return;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& slot = slots_[i];
+    if (slot.serving || slot.incoming || slot.restart_timer || slot.release.empty()) continue;
+    auto delay = backoff(slot.crashes);
+    slot.restart_timer = loop_.after(delay, [this, i] {
+      if (i >= slots_.size()) return;
+      Slot& s = slots_[i];
+      s.restart_timer = 0;
+      if (s.serving || s.incoming || stopped_ || shutting_down_) return;
+      std::string err;
+      if (!spawn_worker(static_cast<int>(i), s.release, false, &err)) {
+        spdlog::error("{}: restarting slot {}: {}", app_.name, i, err);
+        s.crashes++;
+        loop_.post([this] { reconcile(); });
+      }
+    });
+  }
+}
+
+void AppSupervisor::update_config(AppConfig app) {
+  if (running_) {
+    next_app_ = std::move(app);
+    return;
+  }
+  app_ = std::move(app);
+  apply_instances();
+  reconcile();
+}
+
+void AppSupervisor::apply_instances() {
+  size_t want = static_cast<size_t>(app_.instances);
+  while (slots_.size() > want) {
+    Slot& slot = slots_.back();
+    if (slot.restart_timer) loop_.cancel(slot.restart_timer);
+    for (pid_t p : {slot.serving, slot.incoming})
+      if (p) drain(p, "instances lowered to " + std::to_string(want));
+    slots_.pop_back();
+  }
+  auto cur = store_.current();
+  while (slots_.size() < want) {
+    slots_.emplace_back();
+    if (cur) slots_.back().release = *cur;
+  }
+  if (app_.max_memory > 0 && !memory_timer_) memory_timer_ = loop_.after(kMemoryCheck, [this] { check_memory(); });
+}
+
+void AppSupervisor::shutdown(std::function<void()> when_empty) {
+  shutting_down_ = true;
+  when_empty_ = std::move(when_empty);
+  if (pending_ && pending_->done) pending_->done(false, "the agent is shutting down");
+  pending_.reset();
+  if (running_) {
+    if (running_->done) running_->done(false, "the agent is shutting down");
+    running_.reset();
+  }
+  phase_ = Phase::Idle;
+  if (memory_timer_) loop_.cancel(memory_timer_), memory_timer_ = 0;
+  for (auto& slot : slots_) {
+    if (slot.restart_timer) loop_.cancel(slot.restart_timer), slot.restart_timer = 0;
+    slot.serving = slot.incoming = 0;
+  }
+  std::vector<pid_t> pids;
+  for (const auto& [pid, w] : workers_)
+    if (w->state != WorkerState::Draining) pids.push_back(pid);
+  for (pid_t p : pids) drain(p, "agent shutting down");
+  if (workers_.empty() && when_empty_) loop_.post(std::exchange(when_empty_, nullptr));
+}
+
+void AppSupervisor::off_loop(std::function<void()> work, std::function<void()> then) {
+  std::uint64_t id = next_thread_++;
+  EventLoop* loop = &loop_;
+  // The completion runs on the loop; the supervisor outlives it because the destructor joins.
+  threads_[id] = std::thread([loop, id, this, work = std::move(work), then = std::move(then)]() mutable {
+    work();
+    loop->post_from_thread([this, id, then = std::move(then)] {
+      auto it = threads_.find(id);
+      if (it != threads_.end()) {
+        it->second.join();
+        threads_.erase(it);
+      }
+      then();
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+AppSupervisor::Worker* AppSupervisor::find(pid_t pid) {
+  auto it = workers_.find(pid);
+  return it == workers_.end() ? nullptr : it->second.get();
+}
+
+std::string AppSupervisor::version_of(const std::string& release) const {
+  std::string v, raw, err;
+  return releases::read_version(store_.release_dir(release), app_.watch, &v, &raw, &err) ? v : "";
+}
+
+std::string AppSupervisor::worker_name(const Worker& w) const {
+  return "worker " + std::to_string(w.slot) + " (pid " + std::to_string(w.pid) + ", release " + w.release + ")";
+}
+
+pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool incoming, std::string* err) {
+  // The environment is built now, from the config as it is now: nothing is cached.
+  LaunchContext ctx;
+  ctx.release_dir = store_.release_dir(release);
+  ctx.release_id = release;
+  ctx.version = version_of(release);
+  ctx.agent_environ = environ_;
+  ctx.notify_socket = notify_name_;
+  ctx.worker = slot;
+  LaunchEnv env;
+  std::string path;
+  if (!lookup_account(app_, &ctx.account, err) || !LaunchEnv::build(app_, ctx, &env, err) ||
+      !resolve_command(app_.command[0], env, ctx.release_dir, ctx.account, &path, err))
+    return 0;
+
+  int ready[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int fd : {ready[0], ready[1], out[0], out[1], errp[0], errp[1]})
+      if (fd >= 0) ::close(fd);
+  };
+  if ((app_.ready == ReadyMode::Fd && ::pipe2(ready, O_CLOEXEC | O_NONBLOCK) != 0) || ::pipe2(out, O_CLOEXEC) != 0 ||
+      ::pipe2(errp, O_CLOEXEC) != 0) {
+    *err = std::string("pipe: ") + std::strerror(errno);
+    close_all();
+    return 0;
+  }
+  // The worker's ends block as usual; ours do not.
+  ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+  ::fcntl(errp[0], F_SETFL, O_NONBLOCK);
+
+  SpawnRequest req;
+  req.path = path;
+  req.argv = app_.command;
+  req.envp = env.envp();
+  req.listen_fds = listen_fds_;
+  req.ready_fd = ready[1];
+  req.stdout_fd = out[1];
+  req.stderr_fd = errp[1];
+  req.cwd = ctx.release_dir;
+  bool drop = ::geteuid() == 0 && ctx.account.uid != 0;
+  req.drop_to = drop ? &ctx.account : nullptr;
+  Spawned sp;
+  if (!spawn_process(req, &sp, err)) {
+    close_all();
+    return 0;
+  }
+  for (int fd : {ready[1], out[1], errp[1]})
+    if (fd >= 0) ::close(fd);
+
+  auto w = std::make_unique<Worker>();
+  w->slot = slot;
+  w->pid = sp.pid;
+  w->release = release;
+  w->release_dir = ctx.release_dir;
+  w->path = path;
+  w->started = Clock::now();
+  w->pidfd = sp.pidfd;
+  w->errpipe = sp.errpipe;
+  w->ready_fd = ready[0];
+  pid_t pid = sp.pid;
+  w->pid_watch = loop_.add(sp.pidfd, EPOLLIN, [this, pid](std::uint32_t) { on_exit(pid); });
+  if (w->ready_fd >= 0) w->ready_watch = loop_.add(w->ready_fd, EPOLLIN, [this, pid](std::uint32_t) { on_ready_data(pid); });
+  w->ready_timer = loop_.after(app_.ready_timeout, [this, pid] { on_ready_timeout(pid); });
+  if (app_.ready == ReadyMode::Delay) loop_.after(app_.ready_delay, [this, pid] { mark_ready(pid); });
+  watch_output(out[0], slot, pid, "out");
+  watch_output(errp[0], slot, pid, "err");
+  workers_[pid] = std::move(w);
+  Slot& s = slots_[static_cast<size_t>(slot)];
+  (incoming ? s.incoming : s.serving) = pid;  // an incoming worker's release becomes the slot's only when it takes over
+  spdlog::info("{}: started worker {} (pid {}) on {}", app_.name, slot, pid, release);
+  return pid;
+}
+
+void AppSupervisor::watch_output(int fd, int slot, pid_t pid, const char* stream) {
+  auto p = std::make_unique<OutputPipe>();
+  p->fd = fd;
+  p->prefix = std::to_string(slot) + "/" + std::to_string(pid) + " " + stream;
+  p->watch = loop_.add(fd, EPOLLIN, [this, fd](std::uint32_t) {
+    auto it = pipes_.find(fd);
+    if (it == pipes_.end()) return;
+    OutputPipe& pipe = *it->second;
+    auto emit = [&](std::string_view line) { log_->write_line(now_stamp() + " " + pipe.prefix + " " + std::string(line)); };
+    char buf[16384];
+    while (true) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n > 0) {
+        pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)), emit);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+      pipe.lines.flush(emit);  // EOF (or error): the worker and all its children closed it
+      loop_.remove(pipe.watch);
+      ::close(fd);
+      pipes_.erase(it);
+      return;
+    }
+  });
+  pipes_[fd] = std::move(p);
+}
+
+void AppSupervisor::on_ready_data(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w || w->ready_fd < 0) return;
+  char buf[256];
+  ssize_t n;
+  bool got_newline = false;
+  while ((n = ::read(w->ready_fd, buf, sizeof buf)) > 0)
+    if (std::memchr(buf, '\n', static_cast<size_t>(n))) got_newline = true;
+  if (got_newline) return mark_ready(pid);
+  if (n == 0) {  // closed without a newline: it can no longer report ready
+    w->ready_eof = true;
+    loop_.remove(w->ready_watch);
+    w->ready_watch = 0;
+    ::close(w->ready_fd);
+    w->ready_fd = -1;
+  }
+}
+
+void AppSupervisor::mark_ready(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w || w->state != WorkerState::Starting) return;
+  w->state = WorkerState::Ready;
+  w->ready_at = Clock::now();
+  if (w->ready_timer) loop_.cancel(w->ready_timer), w->ready_timer = 0;
+  if (w->ready_watch) loop_.remove(w->ready_watch), w->ready_watch = 0;
+  if (w->ready_fd >= 0) ::close(w->ready_fd), w->ready_fd = -1;
+  if (w->errpipe >= 0) ::close(w->errpipe), w->errpipe = -1;  // it exec'd: nothing more to learn there
+  say("worker " + std::to_string(w->slot) + " (pid " + std::to_string(pid) + ") ready in " + ms_text(w->ready_at - w->started));
+  loop_.post([this] { advance(); });
+}
+
+void AppSupervisor::on_ready_timeout(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w || w->state != WorkerState::Starting) return;
+  w->ready_timer = 0;
+  std::string how = app_.ready == ReadyMode::Fd ? (w->ready_eof ? "it closed $READY_FD without writing a newline"
+                                                                : "it never wrote a newline to $READY_FD")
+                  : app_.ready == ReadyMode::Notify ? "it never sent READY=1 to $NOTIFY_SOCKET" : "";
+  std::string reason = worker_name(*w) + " not ready within " + format_duration(app_.ready_timeout) + (how.empty() ? "" : ": " + how);
+  Slot& slot = slots_[static_cast<size_t>(w->slot)];
+  if (slot.incoming == pid && phase_ == Phase::Rolling) return fail_rollout(reason);
+  // A crash restart or a start that hangs: count it as a crash and try again later.
+  if (slot.serving == pid) slot.serving = 0, slot.crashes++;
+  drain(pid, "not ready in time");
+  if (phase_ == Phase::Starting) return finish_op(false, reason);
+  spdlog::warn("{}: {}", app_.name, reason);
+  loop_.post([this] { advance(); });
+}
+
+void AppSupervisor::on_exit(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w) return;
+  int status = 0;
+  ::waitpid(pid, &status, WNOHANG);
+  std::string reason = describe_wait_status(status);
+  if (auto failed = exec_failure(w->errpipe, w->release_dir, w->path)) reason = "could not start: " + *failed;
+  w->errpipe = -1;
+  for (EventLoop::Id t : {w->ready_timer, w->drain_timer, w->kill_timer})
+    if (t) loop_.cancel(t);
+  for (EventLoop::Id watch : {w->pid_watch, w->ready_watch})
+    if (watch) loop_.remove(watch);
+  if (w->ready_fd >= 0) ::close(w->ready_fd);
+  ::close(w->pidfd);
+  auto gone = std::move(workers_[pid]);  // freed at the end of this handler
+  workers_.erase(pid);
+
+  Slot* slot = gone->slot < static_cast<int>(slots_.size()) ? &slots_[static_cast<size_t>(gone->slot)] : nullptr;
+  std::string name = worker_name(*gone);
+  if (gone->state == WorkerState::Draining) {
+    spdlog::info("{}: {} {} after draining {}", app_.name, name, reason, ms_text(Clock::now() - gone->drain_started));
+  } else if (slot && slot->incoming == pid) {
+    slot->incoming = 0;
+    if (phase_ == Phase::Rolling)
+      fail_rollout(name + (gone->state == WorkerState::Starting ? " exited before ready: " : " exited before taking over: ") + reason);
+  } else if (slot && slot->serving == pid) {
+    slot->serving = 0;
+    if (!stopped_ && !shutting_down_) {
+      bool healthy = gone->state == WorkerState::Ready && Clock::now() - gone->ready_at >= kHealthyPeriod;
+      if (healthy) slot->crashes = 0, slot->loop_alerted = false;
+      slot->crashes++;
+      slot->restarts++;
+      spdlog::warn("{}: {} {}{}; restarting in {}", app_.name, name, reason,
+                   gone->state == WorkerState::Starting ? " before ready" : "", format_duration(backoff(slot->crashes)));
+      if (slot->crashes >= kCrashLoop && !slot->loop_alerted) {
+        slot->loop_alerted = true;
+        alerts_.raise({app_.name, "crash_loop",
+                       "worker " + std::to_string(gone->slot) + " crashed " + std::to_string(slot->crashes) + " times in a row (last: " + reason + ")",
+                       "restarting with backoff, now " + format_duration(backoff(slot->crashes)) + "; see agent logs " + app_.name,
+                       pid, gone->release});
+      }
+      if (phase_ == Phase::Starting && gone->state == WorkerState::Starting)
+        finish_op(false, name + " exited before ready: " + reason + " (restarting with backoff)");
+    }
+  }
+  loop_.post([this] { advance(); });
+  reconcile();
+  if (shutting_down_ && workers_.empty() && when_empty_) loop_.post(std::exchange(when_empty_, nullptr));
+}
+
+void AppSupervisor::drain(pid_t pid, const std::string& why) {
+  Worker* w = find(pid);
+  if (!w || w->state == WorkerState::Draining) return;
+  w->state = WorkerState::Draining;
+  w->drain_started = Clock::now();
+  if (w->ready_timer) loop_.cancel(w->ready_timer), w->ready_timer = 0;
+  ::kill(pid, app_.drain_signal);
+  say("draining " + worker_name(*w) + " with " + signal_name(app_.drain_signal) + ": " + why);
+  std::string name = worker_name(*w), release = w->release;
+  auto kill_timeout = app_.kill_timeout;
+  w->drain_timer = loop_.after(app_.drain_timeout, [this, pid, name, release, kill_timeout] {
+    Worker* d = find(pid);
+    if (!d) return;
+    d->drain_timer = 0;
+    std::string next = kill_timeout ? "SIGKILL at " + format_duration(*kill_timeout) + " after the drain began (kill_timeout)"
+                                    : "waiting: kill_timeout = \"never\"";
+    alerts_.raise({app_.name, "drain_stalled",
+                   "drain of " + name + " stalled " + format_duration(app_.drain_timeout),
+                   "still alive " + format_duration(app_.drain_timeout) + " after " + signal_name(app_.drain_signal) +
+                       "; next: " + next + "; look: agent status " + app_.name,
+                   pid, release});
+  });
+  if (kill_timeout) {
+    w->kill_timer = loop_.after(*kill_timeout, [this, pid, name, release, kill_timeout] {
+      Worker* d = find(pid);
+      if (!d) return;
+      d->kill_timer = 0;
+      ::kill(-pid, SIGKILL);  // its process group: children must not keep the socket
+      ::kill(pid, SIGKILL);
+      alerts_.raise({app_.name, "worker_killed", "killed " + name + " with SIGKILL after " + format_duration(*kill_timeout) + " of draining",
+                     "requests still open on it were cut", pid, release});
+    });
+  }
+}
+
+void AppSupervisor::check_memory() {
+  memory_timer_ = 0;
+  if (app_.max_memory == 0 || shutting_down_) return;
+  memory_timer_ = loop_.after(kMemoryCheck, [this] { check_memory(); });
+  if (running_ || pending_) return;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Worker* w = slots_[i].serving ? find(slots_[i].serving) : nullptr;
+    if (!w || w->state != WorkerState::Ready) continue;
+    std::uint64_t rss = rss_of(w->pid);
+    if (rss <= app_.max_memory) continue;
+    alerts_.raise({app_.name, "memory_replaced",
+                   worker_name(*w) + " uses " + format_size(rss) + ", over max_memory " + format_size(app_.max_memory),
+                   "replacing it with a fresh worker (zero downtime)", w->pid, w->release});
+    OpRequest op;
+    op.kind = OpRequest::Kind::Replace;
+    op.slot = static_cast<int>(i);
+    op.source = "max_memory";
+    submit(std::move(op));
+    return;  // one at a time
+  }
+}
+
+void AppSupervisor::on_notify() {
+  while (true) {
+    char buf[4096];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    iovec iov{buf, sizeof buf - 1};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(notify_fd_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) return;
+    pid_t sender = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred;
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        sender = cred.pid;
+      }
+    std::string text(buf, static_cast<size_t>(n));
+    bool ready = ("\n" + text + "\n").find("\nREADY=1\n") != std::string::npos;
+    if (!ready) continue;
+    if (find(sender)) mark_ready(sender);
+    else spdlog::warn("{}: READY=1 from pid {}, which is not one of its workers; ignored", app_.name, sender);
+  }
+}
+
+nlohmann::json AppSupervisor::status() const {
+  auto cur = store_.current();
+  const char* state = stopped_ ? "stopped" : "running";
+  switch (phase_) {
+    case Phase::Staging: state = "staging"; break;
+    case Phase::Rolling: state = rollout_.reverting ? "reverting" : "rolling"; break;
+    case Phase::Starting: state = "starting"; break;
+    case Phase::Stopping: state = "stopping"; break;
+    case Phase::Idle: break;
+  }
+  nlohmann::json j = {{"app", app_.name},
+                      {"state", state},
+                      {"current", cur ? nlohmann::json(*cur) : nlohmann::json(nullptr)},
+                      {"version", cur ? version_of(*cur) : ""},
+                      {"instances", app_.instances},
+                      {"operation", running_ ? op_name(running_->kind) : ""},
+                      {"queued", pending_ ? op_name(pending_->kind) : ""}};
+  auto now = Clock::now();
+  nlohmann::json workers = nlohmann::json::array();
+  for (const auto& [pid, w] : workers_) {
+    const Slot* slot = w->slot < static_cast<int>(slots_.size()) ? &slots_[static_cast<size_t>(w->slot)] : nullptr;
+    std::string role = w->state == WorkerState::Draining ? "draining"
+                       : slot && slot->incoming == pid   ? "incoming"
+                                                         : "serving";
+    workers.push_back({{"slot", w->slot},
+                       {"pid", pid},
+                       {"release", w->release},
+                       {"state", worker_state_name(w->state)},
+                       {"role", role},
+                       {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - w->started).count()},
+                       {"rss", rss_of(pid)},
+                       {"restarts", slot ? slot->restarts : 0}});
+  }
+  j["workers"] = workers;
+  return j;
+}
+
+}  // namespace agent

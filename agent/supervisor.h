@@ -1,0 +1,186 @@
+// AppSupervisor: one app's workers, and every change to them.
+//
+// Slots. An app has `instances` slots. Each slot has at most one *serving* worker (the one
+// that counts toward capacity) and, while it is being replaced, one *incoming* worker. A slot
+// also names the release it should run; crash restarts use that release.
+//
+// A worker's life (WorkerState):
+//   Starting  forked; not yet ready. Ready by: a newline on READY_FD (ready = "fd"),
+//             READY=1 from its own pid on NOTIFY_SOCKET ("notify"), or ready_delay ("delay").
+//             Not ready within ready_timeout, or exiting first, is a failure.
+//   Ready     serving (or, as an incoming worker, ready to take over its slot).
+//   Draining  sent drain_signal. After drain_timeout an alert; after kill_timeout SIGKILL to
+//             its process group and another alert. Nothing waits on a draining worker.
+//   (exited)  reaped through its pidfd and forgotten. A serving worker that exits is a
+//             crash: restarted after a backoff (100ms doubling to 30s, reset by 30s of
+//             health); five in a row raise a crash_loop alert.
+//
+// Operations. Everything an operator or trigger asks (deploy, reload, rollback, start, stop,
+// restart) is an operation. One runs at a time per app; one more may wait, and a newer request
+// replaces the waiting one (its requester is told it was superseded): the latest wins.
+//
+// The rolling swap, batch by batch of max_surge slots: start incoming workers on the target
+// release; when all of the batch are Ready, each becomes its slot's serving worker and the old
+// one drains. Capacity never drops below `instances`: an old worker drains only after its
+// replacement is ready. If an incoming worker fails, the batch's incoming workers are drained,
+// the slots already swapped are swapped back the same way (old release, new worker, wait
+// ready, then drain), the release is journaled failed, and `current` never moved. Only a
+// successful rollout moves `current` (deploy, rollback) and journals it.
+//
+// Nothing here blocks: staging and pruning run on threads and report back through the loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/alerts.h"
+#include "agent/config.h"
+#include "agent/event_loop.h"
+#include "agent/launch_env.h"
+#include "agent/worker_log.h"
+#include "releases/store.h"
+
+namespace agent {
+
+enum class WorkerState { Starting, Ready, Draining };
+const char* worker_state_name(WorkerState s);
+
+struct OpRequest {
+  enum class Kind { Deploy, Reload, Rollback, Start, Stop, Restart, Replace };
+  Kind kind = Kind::Reload;
+  std::string from;         // Deploy: the directory to stage
+  std::string source = "cli";
+  std::string revision;
+  int steps = 1;            // Rollback N
+  std::string to;           // Rollback --to ID
+  int slot = -1;            // Replace (max_memory)
+  long uid = -1;
+  std::function<void(const std::string&)> progress;             // optional
+  std::function<void(bool ok, const std::string& message)> done;  // optional
+};
+const char* op_name(OpRequest::Kind k);
+
+class AppSupervisor {
+ public:
+  AppSupervisor(EventLoop& loop, Alerts& alerts, AgentSettings agent, AppConfig app, std::vector<int> listen_fds,
+                std::vector<std::string> agent_environ);
+  ~AppSupervisor();
+  AppSupervisor(const AppSupervisor&) = delete;
+  AppSupervisor& operator=(const AppSupervisor&) = delete;
+
+  /// Prepares the release store (cleaning what a crash left), the log file and the notify socket.
+  bool init(std::string* err);
+  /// At daemon start: run the current release, or stage the source if nothing is deployed.
+  void boot();
+  void submit(OpRequest op);
+  /// A reloaded config (SIGHUP): used for every later start; `instances` is applied now (or
+  /// when the running operation ends).
+  void update_config(AppConfig app);
+  /// Stops everything: cancels operations, drains every worker, calls `when_empty` once none
+  /// is left.
+  void shutdown(std::function<void()> when_empty);
+
+  const std::string& name() const { return app_.name; }
+  const AppConfig& config() const { return app_; }
+  bool has_workers() const { return !workers_.empty(); }
+  nlohmann::json status() const;
+
+ private:
+  struct Worker {
+    int slot = -1;
+    pid_t pid = -1;
+    std::string release, release_dir, path;
+    WorkerState state = WorkerState::Starting;
+    Clock::time_point started, ready_at, drain_started;
+    int pidfd = -1, errpipe = -1, ready_fd = -1;
+    bool ready_eof = false;
+    EventLoop::Id pid_watch = 0, ready_watch = 0, ready_timer = 0, drain_timer = 0, kill_timer = 0;
+  };
+  struct Slot {
+    pid_t serving = 0, incoming = 0;
+    std::string release;
+    int crashes = 0;   // in a row, without 30s of health
+    int restarts = 0;  // in total
+    EventLoop::Id restart_timer = 0;
+    bool loop_alerted = false;
+  };
+  struct Rollout {
+    OpRequest::Kind kind = OpRequest::Kind::Reload;
+    std::string target, version;
+    std::vector<int> todo, batch;
+    std::map<int, std::string> previous;  // slot -> release it ran before being swapped
+    std::vector<int> swapped;
+    int batches_done = 0, batches_total = 0;
+    bool reverting = false;
+    std::string failure;
+  };
+  struct OutputPipe {
+    int fd = -1;
+    EventLoop::Id watch = 0;
+    std::string prefix;  // "0/1234 out"
+    LineSplitter lines;
+  };
+  enum class Phase { Idle, Staging, Rolling, Starting, Stopping };
+
+  void say(const std::string& line);
+  void start_op(OpRequest op);
+  void finish_op(bool ok, const std::string& message);
+  void on_staged(bool ok, const releases::Release& r, const std::string& err);
+  void begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots);
+  bool preflight(const std::string& release, std::string* err);
+  void advance();
+  void fail_rollout(const std::string& reason);
+  void complete_rollout();
+  void reconcile();
+  void apply_instances();
+  /// Runs `work` on a thread, then `then` on the loop.
+  void off_loop(std::function<void()> work, std::function<void()> then);
+
+  pid_t spawn_worker(int slot, const std::string& release, bool incoming, std::string* err);
+  void watch_output(int fd, int slot, pid_t pid, const char* stream);
+  void on_ready_data(pid_t pid);
+  void mark_ready(pid_t pid);
+  void on_ready_timeout(pid_t pid);
+  void on_exit(pid_t pid);
+  void drain(pid_t pid, const std::string& why);
+  void check_memory();
+  void on_notify();
+  Worker* find(pid_t pid);
+  std::string version_of(const std::string& release) const;
+  std::string worker_name(const Worker& w) const;
+
+  EventLoop& loop_;
+  Alerts& alerts_;
+  AgentSettings agent_;
+  AppConfig app_;
+  std::optional<AppConfig> next_app_;  // a config reload waiting for the running operation
+  std::vector<int> listen_fds_;
+  std::vector<std::string> environ_;
+  releases::ReleaseStore store_;
+  std::unique_ptr<LogFile> log_;
+  int notify_fd_ = -1;
+  EventLoop::Id notify_watch_ = 0, memory_timer_ = 0;
+  std::string notify_name_;
+
+  std::map<pid_t, std::unique_ptr<Worker>> workers_;
+  std::map<int, std::unique_ptr<OutputPipe>> pipes_;  // by fd; live until EOF, even after the worker exits
+  std::vector<Slot> slots_;
+  bool stopped_ = false, shutting_down_ = false, restart_after_stop_ = false;
+  Phase phase_ = Phase::Idle;
+  std::optional<OpRequest> running_, pending_;
+  Clock::time_point op_started_;
+  Rollout rollout_;
+  std::function<void()> when_empty_;
+  std::map<std::uint64_t, std::thread> threads_;  // staging and pruning; joined when they report back
+  std::uint64_t next_thread_ = 1;
+};
+
+}  // namespace agent
