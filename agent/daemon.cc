@@ -99,7 +99,7 @@ bool Daemon::start(std::string* err) {
 
 int Daemon::run() {
   auto logger = spdlog::stderr_color_mt("agent");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   spdlog::set_default_logger(logger);
   std::string err;
   if (!start(&err)) {

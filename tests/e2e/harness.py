@@ -1,0 +1,269 @@
+"""Harness for the end-to-end tests: a real `agent run`, real Node workers, real sockets.
+
+Each test gets a private directory with its own config, state, logs and control socket, and
+free loopback ports. Waits are conditions with deadlines (wait_until), never bare sleeps.
+AGENT (the binary) and REPO (the source tree) come from the environment, set by ctest.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+AGENT = os.environ.get("AGENT") or os.path.join(os.path.dirname(__file__), "../../build/agent")
+REPO = os.environ.get("REPO") or os.path.join(os.path.dirname(__file__), "../..")
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURE = os.path.join(HERE, "apps", "fixture", "server.js")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout, what, interval=0.05):
+    """Polls cond() until it returns a truthy value; fails the test with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def http_get(port, path="/", timeout=5):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return r.read().decode()
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+class Agent:
+    """One daemon with its config, in a temporary directory."""
+
+    def __init__(self, apps, agent_settings=None):
+        self.dir = tempfile.mkdtemp(prefix="agent-e2e-")
+        os.chmod(self.dir, 0o755)
+        self.config = os.path.join(self.dir, "agent.toml")
+        self.state = os.path.join(self.dir, "state")
+        self.logs = os.path.join(self.dir, "log")
+        self.socket = os.path.join(self.dir, "agent.sock")
+        self.agent_settings = dict(agent_settings or {})
+        self.apps = apps
+        self.proc = None
+        self.versions = 0
+        self.write_config()
+
+    # --- config and releases ---------------------------------------------------------------
+    def write_config(self):
+        lines = ["[agent]", f'state_dir = "{self.state}"', f'log_dir = "{self.logs}"', f'control_socket = "{self.socket}"']
+        lines += [f"{k} = {toml_value(v)}" for k, v in self.agent_settings.items()]
+        for app in self.apps:
+            lines.append("\n[[app]]")
+            env = app.get("env", {})
+            for k, v in app.items():
+                if k != "env":
+                    lines.append(f"{k} = {toml_value(v)}")
+            if env:
+                lines.append("[app.env]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in env.items()]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.config, 0o644)
+
+    def make_release(self, version, knobs=None, server=FIXTURE):
+        """A source tree of the fixture app at `version`, with its knobs; returns the directory."""
+        self.versions += 1
+        d = os.path.join(self.dir, f"src-{self.versions}-{version}")
+        os.makedirs(d)
+        shutil.copy(server, os.path.join(d, os.path.basename(server)))
+        with open(os.path.join(d, "package.json"), "w") as f:
+            json.dump({"name": "fixture", "version": version, "knobs": knobs or {}}, f)
+        return d
+
+    # --- the daemon ------------------------------------------------------------------------
+    def start(self, wait_ready=True):
+        self.out = open(os.path.join(self.dir, "agent.out"), "a")
+        self.proc = subprocess.Popen([AGENT, "run", "-c", self.config], stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.proc.poll() is not None or self.try_status() is not None, 10,
+                   "the control socket to answer")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent exited {self.proc.returncode}:\n{self.output()}")
+        if wait_ready:
+            for app in self.apps:
+                self.wait_serving(app["name"], app.get("instances", 1))
+        return self
+
+    def stop(self, timeout=30):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"agent did not exit within {timeout}s of SIGTERM:\n{self.output()}")
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            if getattr(self, "out", None):
+                self.out.close()
+            # Workers are in their own sessions: make sure none outlives the test.
+            for pid in self.worker_pids_from_log():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def sighup(self):
+        """Sends SIGHUP; waits until the daemon logs the reload's outcome; returns that line."""
+        def outcome_lines():
+            return [l for l in self.output().splitlines()
+                    if "SIGHUP: config reloaded" in l or "keeping the running config" in l]
+        before = len(outcome_lines())
+        self.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(outcome_lines()) > before, 10, "the daemon to apply or refuse the SIGHUP reload")
+        return outcome_lines()[-1]
+
+    def output(self):
+        try:
+            with open(os.path.join(self.dir, "agent.out")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def worker_pids_from_log(self):
+        pids = set()
+        for line in self.output().splitlines():
+            if "started worker" in line and "(pid " in line:
+                pids.add(int(line.split("(pid ")[1].split(")")[0]))
+        return pids
+
+    # --- the CLI ---------------------------------------------------------------------------
+    def cli(self, *args, timeout=120, user=None):
+        cmd = [AGENT, *args, "-c", self.config]
+        if user:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def cli_async(self, *args):
+        return subprocess.Popen([AGENT, *args, "-c", self.config], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
+
+    def try_status(self, app=None):
+        r = subprocess.run([AGENT, "status", "--json", "-c", self.config] + ([app] if app else []),
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout)
+
+    def app_status(self, app):
+        s = self.try_status(app)
+        assert s is not None, "status failed"
+        return s["apps"][0]
+
+    def serving(self, app):
+        st = self.app_status(app)
+        return [w for w in st["workers"] if w["role"] == "serving" and w["state"] == "ready"]
+
+    def wait_serving(self, app, n, release=None, timeout=20):
+        def ok():
+            st = self.app_status(app)
+            ws = [w for w in st["workers"] if w["role"] == "serving" and w["state"] == "ready"]
+            good = len(ws) == n and (release is None or all(w["release"] == release for w in ws))
+            return st if good and not st["operation"] else None
+        return wait_until(ok, timeout, f"{n} ready workers of {app}" + (f" on {release}" if release else ""))
+
+    # --- files the agent writes -------------------------------------------------------------
+    def journal(self, app):
+        path = os.path.join(self.state, app, "journal.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+    def alerts(self, kind=None):
+        path = os.path.join(self.state, "alerts.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            out = [json.loads(l) for l in f if l.strip()]
+        return [a for a in out if kind is None or a["kind"] == kind]
+
+    def current(self, app):
+        link = os.path.join(self.state, app, "current")
+        return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+
+
+class Load:
+    """Continuous HTTP load from tests/e2e/load.js; stop() returns its summary."""
+
+    def __init__(self, port, keep=4, fresh=2, pause_ms=5):
+        self.dir = tempfile.mkdtemp(prefix="agent-load-")
+        self.summary = os.path.join(self.dir, "summary.json")
+        self.proc = subprocess.Popen(["node", os.path.join(HERE, "load.js"), str(port), self.summary, str(keep),
+                                      str(fresh), str(pause_ms)], stdin=subprocess.DEVNULL)
+        wait_until(lambda: os.path.exists(self.summary + ".started"), 10, "the load generator to start")
+
+    def expect_only(self, release):
+        """From now on, every request started must be answered by `release`."""
+        with open(self.summary + ".expect", "w") as f:
+            f.write(release)
+        self.proc.send_signal(signal.SIGUSR2)
+        wait_until(lambda: os.path.exists(self.summary + ".marked"), 5, "the load generator to take the mark")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        with open(self.summary) as f:
+            s = json.load(f)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return s
+
+
+class AgentTest(unittest.TestCase):
+    """Base class: self.agents are cleaned up whatever happens."""
+
+    def setUp(self):
+        self.agents = []
+
+    def tearDown(self):
+        for a in self.agents:
+            if self._outcome_failed():
+                print(f"--- agent output ({a.dir}) ---\n{a.output()[-6000:]}")
+            a.cleanup()
+
+    def _outcome_failed(self):
+        result = getattr(self._outcome, "result", None)
+        errors = getattr(result, "errors", []) + getattr(result, "failures", []) if result else []
+        return any(t is self for t, _ in errors)
+
+    def agent(self, apps, **settings):
+        a = Agent(apps, settings)
+        self.agents.append(a)
+        return a
+
+    def assertNoFailures(self, summary, min_ok=50):
+        self.assertEqual(summary["failed"], 0, f"failed requests: {summary}")
+        self.assertGreaterEqual(summary["ok"], min_ok, f"too little load got through: {summary}")
