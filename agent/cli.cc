@@ -145,7 +145,7 @@ int cmd_env(const Args& a) {
   std::string note;
   if (auto it = a.options.find("release"); it != a.options.end()) {
     ctx.release_id = it->second;
-    if (!releases::is_directory(store.release_dir(ctx.release_id))) {
+    if (!releases::valid_release_id(ctx.release_id) || !releases::is_directory(store.release_dir(ctx.release_id))) {
       std::fprintf(stderr, "agent: app %s has no release %s (see agent releases %s)\n", app->name.c_str(),
                    ctx.release_id.c_str(), app->name.c_str());
       return 1;
@@ -191,7 +191,7 @@ int cmd_env(const Args& a) {
     j["command_resolved"] = ok ? nlohmann::json(resolved) : nlohmann::json(nullptr);
     if (!ok) j["error"] = resolve_err;
     if (!note.empty()) j["note"] = note;
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return ok ? 0 : 1;
   }
 
@@ -264,7 +264,7 @@ int cmd_releases(const Args& a) {
                       r.state == releases::ReleaseState::Failed || r.state == releases::ReleaseState::RolledBack ? r.reason : ""});
     print_table(rows);
   }
-  if (a.json) std::printf("%s\n", (a.positional.empty() ? out : out[0]).dump(2).c_str());
+  if (a.json) std::printf("%s\n", (a.positional.empty() ? out : out[0]).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return rc;
 }
 
@@ -322,7 +322,7 @@ int cmd_status(const Args& a) {
   }, &err);
   if (!reached) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
   if (!failure.empty()) return std::fprintf(stderr, "agent: %s\n", failure.c_str()), 1;
-  if (a.json) return std::printf("%s\n", data.dump(2).c_str()), 0;
+  if (a.json) return std::printf("%s\n", data.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str()), 0;
   bool first = true;
   for (const auto& app : data["apps"]) {
     if (!first) std::printf("\n");

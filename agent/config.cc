@@ -331,10 +331,15 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
   Millis kill = app->kill_timeout.value_or(Millis{0});
   r.duration("kill_timeout", &kill, true, &never);
   app->kill_timeout = never ? std::nullopt : std::optional<Millis>(kill);
-  if (app->kill_timeout && *app->kill_timeout < app->drain_timeout && t.get("kill_timeout"))
-    r.error(*t.get("kill_timeout"), "kill_timeout",
-            format_duration(*app->kill_timeout) + " is shorter than drain_timeout (" +
-                format_duration(app->drain_timeout) + "): the drain-stalled alert could never fire");
+  if (app->kill_timeout && *app->kill_timeout < app->drain_timeout) {
+    if (const toml::node* k = t.get("kill_timeout"))
+      r.error(*k, "kill_timeout", format_duration(*app->kill_timeout) + " is shorter than drain_timeout (" +
+                                      format_duration(app->drain_timeout) + "): the drain-stalled alert could never fire");
+    else
+      r.error(*t.get("drain_timeout"), "drain_timeout", format_duration(app->drain_timeout) +
+              " is longer than kill_timeout (default " + format_duration(*app->kill_timeout) +
+              "): the worker would be killed before the drain-stalled alert; set kill_timeout too");
+  }
   r.size("max_memory", &app->max_memory);
   r.integer("keep_releases", &app->keep_releases, 1, 1000);
   r.string("build", &app->build);
@@ -373,12 +378,18 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
         if (v.is_string()) value = v.as_string()->get();
         else if (v.is_integer()) value = std::to_string(v.as_integer()->get());
         else if (v.is_boolean()) value = v.as_boolean()->get() ? "true" : "false";
+        else if (v.is_floating_point()) {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "%.17g", v.as_floating_point()->get());
+          value = buf;
+        }
         else {
           ctx.error(v.source(), where + " env." + name + ": expected a string, number or boolean, found " + type_name(v.type()));
           continue;
         }
         if (!valid_env_name(name)) ctx.error(k.source(), where + " env: \"" + name + "\" is not a variable name");
         else if (kReservedEnv.count(name)) ctx.error(k.source(), where + " env: " + name + " is set by the agent for each worker and cannot be overridden");
+        else if (name == "PATH") ctx.error(k.source(), where + " env: PATH is composed by the agent around the inherited global PATH; use path_prepend or path_append");
         else app->env.emplace_back(name, value);
       }
     }
@@ -458,6 +469,11 @@ bool parse_config(std::string_view text, const std::string& path, Config* out,
 }
 
 bool load_config(const std::string& path, Config* out, std::vector<ConfigError>* errors) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    errors->push_back({path, 1, 1, "not a regular file"});
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     errors->push_back({path, 1, 1, std::string("cannot read: ") + std::strerror(errno)});
@@ -466,7 +482,6 @@ bool load_config(const std::string& path, Config* out, std::vector<ConfigError>*
   std::stringstream ss;
   ss << in.rdbuf();
   bool ok = parse_config(ss.str(), path, out, errors);
-  struct stat st {};
   if (stat(path.c_str(), &st) == 0 && (st.st_mode & S_IWOTH)) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);

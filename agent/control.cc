@@ -185,7 +185,7 @@ bool call_daemon(const std::string& path, const nlohmann::json& request,
     if (fd >= 0) ::close(fd);
     return false;
   }
-  std::string line = request.dump() + "\n";
+  std::string line = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
     *err = std::string("sending to the agent: ") + std::strerror(errno);
     ::close(fd);

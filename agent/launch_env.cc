@@ -28,6 +28,34 @@ bool executable_by(const struct stat& st, const Account& a) {
   return st.st_mode & S_IXOTH;
 }
 
+// Search (x) permission on `dir` and every directory above it, for `a`.
+bool reachable_by(const std::string& dir, const Account& a, std::string* why) {
+  if (a.uid == 0) return true;
+  std::string path;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    size_t slash = dir.find('/', pos + 1);
+    path = dir.substr(0, slash == std::string::npos ? dir.size() : slash);
+    if (path.empty()) path = "/";
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      bool ok = st.st_uid == a.uid ? (st.st_mode & S_IXUSR)
+                : (st.st_gid == a.gid || std::find(a.groups.begin(), a.groups.end(), st.st_gid) != a.groups.end())
+                    ? (st.st_mode & S_IXGRP) : (st.st_mode & S_IXOTH);
+      if (!ok) return *why = "directory " + path + " cannot be entered by " + a.name, false;
+    }
+    pos = slash;
+  }
+  return true;
+}
+
+// Names the agent sets itself; no layer below it may supply them.
+bool reserved(const std::string& name) {
+  static const char* const kNames[] = {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "READY_FD", "NOTIFY_SOCKET", "APP_NAME",
+                                       "APP_RELEASE", "APP_VERSION", "APP_RELEASE_DIR", "APP_WORKER"};
+  return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
+}
+
 }  // namespace
 
 bool lookup_account(const AppConfig& app, Account* out, std::string* err) {
@@ -99,8 +127,9 @@ bool LaunchEnv::build(const AppConfig& app, const LaunchContext& ctx, LaunchEnv*
     size_t eq = kv.find('=');
     if (eq == std::string::npos) continue;
     std::string name = kv.substr(0, eq);
-    if (std::find(app.inherit.begin(), app.inherit.end(), name) != app.inherit.end())
-      set(name, kv.substr(eq + 1), "inherited");
+    if (std::find(app.inherit.begin(), app.inherit.end(), name) == app.inherit.end()) continue;
+    if (reserved(name)) out->dropped.push_back("variable " + name + " (inherited): set by the agent for each worker");
+    else set(name, kv.substr(eq + 1), "inherited");
   }
   set("HOME", ctx.account.home, "account " + ctx.account.name);
   set("USER", ctx.account.name, "account " + ctx.account.name);
@@ -113,21 +142,26 @@ bool LaunchEnv::build(const AppConfig& app, const LaunchContext& ctx, LaunchEnv*
     if (!parse_env_file(text, app.env_file, &lines, err)) return false;
     for (const auto& [kv, line] : lines) {
       size_t eq = kv.find('=');
-      set(kv.substr(0, eq), kv.substr(eq + 1), "env_file " + app.env_file + ":" + std::to_string(line));
+      std::string name = kv.substr(0, eq), where = "env_file " + app.env_file + ":" + std::to_string(line);
+      if (reserved(name)) out->dropped.push_back("variable " + name + " (" + where + "): set by the agent for each worker");
+      else if (name == "PATH") out->dropped.push_back("variable PATH (" + where + "): PATH is composed by the agent; use path_prepend / path_append");
+      else set(name, kv.substr(eq + 1), where);
     }
   }
-  for (const auto& [k, v] : app.env) set(k, v, "config [app.env]");
+  for (const auto& [k, v] : app.env)
+    if (k != "PATH" && !reserved(k)) set(k, v, "config [app.env]");  // the config refuses them; belt and braces
 
   // PATH: the global part is what the layers above settled on; the rest is composed around it.
   std::vector<PathEntry> candidates;
   candidates.push_back({ctx.release_dir + "/node_modules/.bin", "release"});
   candidates.push_back({ctx.release_dir + "/.node/bin", "release"});
   for (const auto& p : app.path_prepend) candidates.push_back({p, "path_prepend"});
+  // The global part is the inherited PATH; an agent started without one (or with an empty
+  // one) still gives its workers the system directories, never just the release's.
   std::string global = kDefaultPath, global_origin = "default (the agent has no PATH to inherit)";
-  if (auto it = vars.find("PATH"); it != vars.end()) {
+  if (auto it = vars.find("PATH"); it != vars.end() && !it->second.value.empty()) {
     global = it->second.value;
-    global_origin = it->second.origin.starts_with("env_file") ? "env_file" :
-                    it->second.origin.starts_with("config") ? "config" : "inherited";
+    global_origin = "inherited";
   }
   for (size_t pos = 0; pos <= global.size();) {
     size_t colon = global.find(':', pos);
@@ -195,9 +229,10 @@ bool resolve_command(const std::string& command0, const LaunchEnv& env, const st
     if (::stat(candidate.c_str(), &st) != 0) return false;
     if (!S_ISREG(st.st_mode)) return *why = candidate + " is not a regular file", false;
     if (!executable_by(st, account)) return *why = candidate + " is not executable by " + account.name, false;
-    return true;
+    return reachable_by(candidate.substr(0, candidate.rfind('/')), account, why);
   };
   std::string why;
+  if (!reachable_by(release_dir, account, &why)) return *err = "release " + release_dir + ": " + why, false;
   if (command0.find('/') != std::string::npos) {
     std::string p = command0[0] == '/' ? command0 : release_dir + "/" + command0;
     if (check(p, &why)) return *resolved = p, true;

@@ -8,8 +8,9 @@
 //   config     the [app.env] table
 //   agent      LISTEN_*, READY_FD / NOTIFY_SOCKET, APP_* (cannot be overridden)
 // PATH is composed, in order, duplicates and empty or relative entries dropped:
-//   <release>/node_modules/.bin, <release>/.node/bin, path_prepend, the global PATH (PATH from
-//   env_file or [app.env] if set there, else the inherited one), path_append.
+//   <release>/node_modules/.bin, <release>/.node/bin, path_prepend, the inherited global PATH
+//   (a default system PATH if the agent has none), path_append. PATH itself cannot come from
+//   env_file or [app.env], nor can the agent's own variables: those are dropped, with a note.
 #pragma once
 
 #include <sys/types.h>
@@ -66,7 +67,7 @@ class LaunchEnv {
 
   std::vector<EnvVar> vars;           // the final environment, sorted by name
   std::vector<PathEntry> path;        // PATH, entry by entry, with where each came from
-  std::vector<std::string> dropped;   // PATH entries left out, and why
+  std::vector<std::string> dropped;   // PATH entries and variables left out, and why
 
   const EnvVar* find(std::string_view name) const;
   /// "K=V" strings for execve.

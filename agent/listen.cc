@@ -21,7 +21,13 @@ std::optional<ListenAddress> parse_listen(std::string_view text, std::string* er
   ListenAddress a;
   a.text = std::string(text);
   std::string_view path = text;
-  if (path.starts_with("unix:")) path.remove_prefix(5);
+  if (path.starts_with("unix:")) {
+    path.remove_prefix(5);
+    if (!path.starts_with("/")) {
+      *err = "unix socket path \"" + std::string(path) + "\" must be absolute";
+      return std::nullopt;
+    }
+  }
   if (path.starts_with("/")) {
     if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
       *err = "unix socket path \"" + std::string(path) + "\" is longer than " +
@@ -96,7 +102,15 @@ int bind_listen(const ListenAddress& a, std::string* err) {
     std::memcpy(un->sun_path, a.path.c_str(), a.path.size() + 1);
     len = sizeof(sockaddr_un);
     struct stat st {};
-    if (::lstat(a.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(a.path.c_str());
+    if (::lstat(a.path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) return *err = "listen on " + a.text + ": the path exists and is not a socket", -1;
+      // Replace a stale socket file, never one that something still listens on.
+      int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      bool live = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&ss), len) == 0;
+      if (probe >= 0) ::close(probe);
+      if (live) return *err = "listen on " + a.text + ": another process is listening there", -1;
+      ::unlink(a.path.c_str());
+    }
   } else if (a.kind == ListenAddress::Kind::Tcp6) {
     family = AF_INET6;
     auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);

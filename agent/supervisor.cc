@@ -189,7 +189,7 @@ void AppSupervisor::start_op(OpRequest op) {
           if (phase_ == Phase::Staging) say(line);
         });
       };
-      auto result = std::make_shared<std::tuple<bool, releases::Release, std::string>>();
+      auto result = std::make_shared<std::tuple<bool, releases::Release, std::string>>(false, releases::Release{}, "staging stopped unexpectedly (see the agent's log)");
       off_loop([req, store = store_, result]() mutable {
         auto& [ok, rel, err] = *result;
         ok = store.stage(req, &rel, &err);
@@ -547,7 +547,13 @@ void AppSupervisor::off_loop(std::function<void()> work, std::function<void()> t
   EventLoop* loop = &loop_;
   // The completion runs on the loop; the supervisor outlives it because the destructor joins.
   threads_[id] = std::thread([loop, id, this, work = std::move(work), then = std::move(then)]() mutable {
-    work();
+    try {
+      work();  // reports its own errors; an exception here is a bug, and must not end the agent
+    } catch (const std::exception& e) {
+      spdlog::error("{}: background work threw: {}", app_.name, e.what());
+    } catch (...) {
+      spdlog::error("{}: background work threw", app_.name);
+    }
     loop->post_from_thread([this, id, then = std::move(then)] {
       auto it = threads_.find(id);
       if (it != threads_.end()) {

@@ -106,8 +106,14 @@ bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string&
       ::futimens(sub_d.fd, times);
       stats->dirs++;
     } else if (S_ISREG(st.st_mode)) {
-      Fd in(::openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      // O_NONBLOCK: if the file was swapped for a fifo since the stat, open must not hang.
+      Fd in(::openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
       if (in.fd < 0) return *err = errno_message("open", src), false;
+      struct stat now {};
+      if (::fstat(in.fd, &now) != 0 || !S_ISREG(now.st_mode)) {
+        errno = ENOENT;  // it changed under us: the caller stages again
+        return *err = "copy " + src + ": replaced while staging", false;
+      }
       Fd out(::openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (out.fd < 0) return *err = errno_message("create", dst), false;
       if (!copy_bytes(in.fd, out.fd, dst, static_cast<std::uint64_t>(st.st_size), stats, err)) return false;

@@ -98,10 +98,12 @@ std::vector<std::string> ReleaseStore::activation_stack(const std::vector<Journa
     }
   }
   std::erase_if(stack, [&](const std::string& id) { return !is_directory(release_dir(id)); });
-  // `current` is the truth for what is live, even if a crash kept the journal from saying so.
+  // `current` is the truth for what is live, even if a crash kept the journal from saying so:
+  // as with an activation, what was above it is no longer in the history.
   if (auto cur = current()) {
-    std::erase(stack, *cur);
-    stack.push_back(*cur);
+    auto it = std::find(stack.begin(), stack.end(), *cur);
+    if (it != stack.end()) stack.erase(it + 1, stack.end());
+    else stack.push_back(*cur);
   }
   return stack;
 }
@@ -175,20 +177,33 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
   auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
   if (!is_directory(req.from)) return *err = "source directory " + req.from + " does not exist", false;
   if (!init(err)) return false;
+  // An installer may still be writing: a watched file that does not parse yet, a file that
+  // vanishes mid-copy, or a watched file that changed by the end all mean "stage again".
+  auto again = [&](int attempt, const std::string& why) {
+    say(why + "; staging again");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+  };
   for (int attempt = 1; attempt <= req.max_tries; ++attempt) {
+    bool last = attempt == req.max_tries;
     std::string version, before;
-    if (!read_version(req.from, req.watch, &version, &before, err)) return false;
+    if (!read_version(req.from, req.watch, &version, &before, err)) {
+      if (last || !is_directory(req.from)) return false;
+      again(attempt, *err);
+      continue;
+    }
     std::string id = unique_id(version), tmp = release_dir(id) + ".tmp";
     say("staging " + req.from + " (version " + version + ") into " + tmp);
     CopyStats stats;
     std::string staged, after, ignored;
     bool copied = copy_tree(req.from, tmp, &stats, err);
-    if (copied && (!read_file(tmp + "/" + req.watch, &staged, &ignored) || !read_file(req.from + "/" + req.watch, &after, &ignored) ||
-                   staged != before || after != before)) {
+    int copy_errno = errno;
+    bool vanished = !copied && copy_errno == ENOENT;
+    if (vanished || (copied && (!read_file(tmp + "/" + req.watch, &staged, &ignored) ||
+                                !read_file(req.from + "/" + req.watch, &after, &ignored) || staged != before || after != before))) {
       std::string cleanup_err;
       remove_tree(tmp, &cleanup_err);
-      say(req.watch + " changed while staging (an installer still writing?); staging again");
-      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+      if (vanished && last) return *err = "staging failed: " + *err, false;
+      if (!last) again(attempt, vanished ? *err : req.watch + " changed while staging (an installer still writing?)");
       continue;
     }
     bool ok = copied && link_shared(tmp, req.linked_dirs, err) && sync_filesystem(tmp, err);
@@ -222,12 +237,27 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
   return false;
 }
 
+bool ReleaseStore::switch_current(const std::string& id, const std::vector<JournalEntry>& lines, std::string* err) {
+  char old[4096];
+  ssize_t n = ::readlink(current_link().c_str(), old, sizeof old - 1);
+  std::string previous = n > 0 ? std::string(old, static_cast<size_t>(n)) : "";
+  if (!replace_symlink("releases/" + id, current_link(), err)) return false;
+  for (const auto& e : lines) {
+    if (journal_.append(e, err)) continue;
+    // The journal must say what current says: put current back rather than leave them apart.
+    std::string undo_err;
+    bool undone = previous.empty() ? ::unlink(current_link().c_str()) == 0 : replace_symlink(previous, current_link(), &undo_err);
+    *err += undone ? "; current left as it was" : "; and restoring current failed: " + undo_err;
+    return false;
+  }
+  return true;
+}
+
 bool ReleaseStore::activate(const std::string& id, const std::string& reason, long uid, std::string* err) {
-  if (!is_directory(release_dir(id))) return *err = "no release " + id + " in " + releases_dir(), false;
+  if (!valid_release_id(id) || !is_directory(release_dir(id))) return *err = "no release " + id + " in " + releases_dir(), false;
   std::vector<JournalEntry> entries;
   if (!read_journal(&entries, err)) return false;
-  return replace_symlink("releases/" + id, current_link(), err) &&
-         journal_.append(entry_about(entries, Event::Activated, id, reason, uid), err);
+  return switch_current(id, {entry_about(entries, Event::Activated, id, reason, uid)}, err);
 }
 
 bool ReleaseStore::record_failed(const std::string& id, const std::string& reason, long uid, std::string* err) {
@@ -251,7 +281,7 @@ bool ReleaseStore::rollback_target(int n, std::string* id, std::string* err) con
 }
 
 bool ReleaseStore::check_rollback_to(const std::string& id, std::string* err) const {
-  if (!is_directory(release_dir(id))) return *err = "no release " + id + " (see agent releases)", false;
+  if (!valid_release_id(id) || !is_directory(release_dir(id))) return *err = "no release " + id + " (see agent releases)", false;
   if (current() == id) return *err = id + " is already current", false;
   std::vector<JournalEntry> entries;
   if (!read_journal(&entries, err)) return false;
@@ -271,11 +301,11 @@ bool ReleaseStore::rollback_to(const std::string& id, long uid, std::string* err
   auto at = std::find(stack.begin(), stack.end(), id);
   std::vector<std::string> above(at == stack.end() ? stack.end() - std::min<size_t>(1, stack.size()) : at + 1, stack.end());
   std::string from = stack.empty() ? "" : stack.back();
-  if (!replace_symlink("releases/" + id, current_link(), err)) return false;
-  for (auto it = above.rbegin(); it != above.rend(); ++it) {
-    if (!journal_.append(entry_about(entries, Event::RolledBack, *it, "rolled back to " + id, uid), err)) return false;
-  }
-  return journal_.append(entry_about(entries, Event::Activated, id, "rollback from " + from, uid), err);
+  std::vector<JournalEntry> lines;
+  for (auto it = above.rbegin(); it != above.rend(); ++it)
+    lines.push_back(entry_about(entries, Event::RolledBack, *it, "rolled back to " + id, uid));
+  lines.push_back(entry_about(entries, Event::Activated, id, "rollback from " + from, uid));
+  return switch_current(id, lines, err);
 }
 
 bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>* warnings, std::string* err) const {

@@ -107,6 +107,9 @@ class ReleaseStore {
   std::vector<std::string> activation_stack(const std::vector<JournalEntry>& entries) const;
   std::vector<std::string> release_ids() const;
   std::string unique_id(const std::string& version) const;
+  /// Points current at `id`, then journals `lines`; if the journal cannot take them, current
+  /// is switched back, so the two never disagree.
+  bool switch_current(const std::string& id, const std::vector<JournalEntry>& lines, std::string* err);
   bool link_shared(const std::string& release_dir, const std::vector<std::string>& dirs, std::string* err);
 
   std::string app_dir_;

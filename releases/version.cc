@@ -13,12 +13,16 @@ bool version_from_package_json(const std::string& text, const std::string& where
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     // Turn the byte offset into line:column, which is what an operator can find in an editor.
+    // The parser reports where it gave up: the end of the offending token.
     size_t line = 1, col = 1;
     for (size_t i = 0; i + 1 < e.byte && i < text.size(); ++i) {
       if (text[i] == '\n') ++line, col = 1;
       else ++col;
     }
-    *err = where + ":" + std::to_string(line) + ":" + std::to_string(col) + ": not valid JSON";
+    *err = where + ":" + std::to_string(line) + ":" + std::to_string(col) + ": not valid JSON (the error ends here)";
+    return false;
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
+    *err = where + ": not usable JSON: " + e.what();
     return false;
   }
   if (!j.is_object()) return *err = where + ": not a JSON object", false;
@@ -64,7 +68,19 @@ std::string make_release_id(std::time_t when, const std::string& version) {
               c == '_' || c == '+' || c == '~' || c == '-';
     id += ok ? c : '_';
   }
+  // ".tmp" marks a half-staged release, cleaned at start: a finished one must never look like it.
+  if (id.ends_with(".tmp")) id.replace(id.size() - 4, 1, "_");
   return id;
+}
+
+bool valid_release_id(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id[0] == '.' || id.ends_with(".tmp") || id.find("..") != std::string::npos) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '+' || c == '~' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
 }
 
 std::string iso_time(std::time_t when) {

@@ -21,8 +21,13 @@ bool version_from_package_json(const std::string& text, const std::string& where
 bool check_version(const std::string& version, std::string* err);
 
 /// "20261122T101500Z-1.2.3": UTC time of staging, then the version with any character outside
-/// [A-Za-z0-9._+~-] replaced by '_'. Ids sort by time as plain strings.
+/// [A-Za-z0-9._+~-] replaced by '_' (and a ".tmp" ending defused). Ids sort by time as plain
+/// strings.
 std::string make_release_id(std::time_t when, const std::string& version);
+
+/// True for a name that can only be a release directory inside releases/: no '/', no "..",
+/// no leading '.', no ".tmp" ending, only the characters make_release_id produces.
+bool valid_release_id(const std::string& id);
 
 /// "2026-11-22T10:15:00Z".
 std::string iso_time(std::time_t when);

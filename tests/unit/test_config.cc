@@ -124,6 +124,7 @@ TEST_CASE("config: bad durations and sizes, precisely") {
   expect_one(kApp + "max_memory = \"500Q\"\n", 4, 14, "max_memory: \"500Q\": unknown size unit");
   expect_one(kApp + "kill_timeout = \"0s\"\n", 4, 16, "must be longer than 0");
   expect_one(kApp + "drain_timeout = \"10s\"\nkill_timeout = \"5s\"\n", 5, 16, "shorter than drain_timeout");
+  expect_one(kApp + "drain_timeout = \"2m\"\n", 4, 17, "longer than kill_timeout (default 1m)");
 }
 
 TEST_CASE("config: missing required keys point at the app's table") {
@@ -171,10 +172,11 @@ TEST_CASE("config: enumerations, names and env") {
   expect_one(kApp + "user = \"no-such-user-here\"\n", 4, 8, "does not exist on this host");
   expect_one(kApp + "[app.env]\nLISTEN_FDS = \"3\"\n", 5, 1, "LISTEN_FDS is set by the agent");
   expect_one(kApp + "[app.env]\nX = [1]\n", 5, 5, "expected a string, number or boolean");
+  expect_one(kApp + "[app.env]\nPATH = \"/opt/bin\"\n", 5, 1, "PATH is composed by the agent");
   Config cfg;
-  REQUIRE(errors_of(kApp + "[app.env]\nPORT = 8197\nDEBUG = true\n", &cfg).empty());
+  REQUIRE(errors_of(kApp + "[app.env]\nPORT = 8197\nDEBUG = true\nRATIO = 0.5\n", &cfg).empty());
   using KV = std::pair<std::string, std::string>;
-  CHECK(cfg.apps[0].env == std::vector<KV>{{"DEBUG", "true"}, {"PORT", "8197"}});
+  CHECK(cfg.apps[0].env == std::vector<KV>{{"DEBUG", "true"}, {"PORT", "8197"}, {"RATIO", "0.5"}});
 }
 
 TEST_CASE("config: a TOML syntax error is reported with its place") {
@@ -204,4 +206,7 @@ TEST_CASE("config: load_config reads the file and refuses one anyone may write")
   errors.clear();
   CHECK_FALSE(load_config(dir / "missing.toml", &cfg, &errors));
   CHECK(errors[0].format() == dir / "missing.toml:1:1: cannot read: No such file or directory");
+  errors.clear();
+  CHECK_FALSE(load_config(dir.path, &cfg, &errors));
+  CHECK(errors[0].message == "not a regular file");
 }

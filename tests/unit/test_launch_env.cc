@@ -134,20 +134,52 @@ TEST_CASE("PATH: <release>/node_modules/.bin wins over the global PATH") {
   CHECK(resolved == f.ctx.release_dir + "/node_modules/.bin/node");
 }
 
-TEST_CASE("PATH: set in [app.env], it replaces the inherited global part; absent, a default") {
+TEST_CASE("PATH: never from env_file; without an inherited one (or an empty one), a default") {
   Fixture f;
+  f.ctx.worker = 0;
   f.ctx.agent_environ = {"PATH=/from/agent"};
-  f.app.env = {{"PATH", "/from/config:/usr/bin"}};
+  testutil::write(f.d / "app.env", "PATH=/from/env_file\nLISTEN_PID=1\nNOTIFY_SOCKET=@x\nOK=1\n");
+  f.app.env_file = f.d / "app.env";
   LaunchEnv env = f.build();
-  CHECK(value(env, "PATH").ends_with(":/from/config:/usr/bin"));
-  CHECK(value(env, "PATH").find("/from/agent") == std::string::npos);
-  CHECK(env.path.back().origin == "config");
+  CHECK(value(env, "PATH").ends_with(":/from/agent"));
+  CHECK(value(env, "PATH").find("/from/env_file") == std::string::npos);
+  CHECK(value(env, "LISTEN_PID") == "<unset>");   // set in the child only; never from a file
+  CHECK(value(env, "NOTIFY_SOCKET") == "<unset>");  // ready = "fd" here
+  CHECK(value(env, "OK") == "1");
+  REQUIRE(env.dropped.size() == 3);
+  CHECK(env.dropped[0].find("variable PATH (env_file " + f.d / "app.env:1)") == 0);
+  CHECK(env.dropped[1].find("variable LISTEN_PID") == 0);
 
-  f.app.env.clear();
+  f.app.env_file.clear();
+  f.app.inherit.push_back("READY_FD");
+  f.ctx.agent_environ = {"PATH=", "READY_FD=9"};  // empty PATH: the seed-000 trap
+  env = f.build();
+  CHECK(value(env, "PATH").ends_with(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+  CHECK(value(env, "READY_FD") == "4");
   f.ctx.agent_environ.clear();  // e.g. started with env -i
   env = f.build();
   CHECK(value(env, "PATH").ends_with(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
   CHECK(env.path.back().origin.find("default") == 0);
+}
+
+TEST_CASE("resolve_command: the account must be able to reach the release and the program") {
+  Fixture f;
+  Account nobody;
+  nobody.name = "nobody";
+  nobody.uid = 65534;
+  nobody.gid = 65534;
+  testutil::write(f.ctx.release_dir + "/bin/server", "#!/bin/sh\n", 0755);
+  ::chmod(f.d.path.c_str(), 0755);
+  ::chmod(f.ctx.release_dir.c_str(), 0700);  // copied from a 0700 source
+  ::chown(f.ctx.release_dir.c_str(), 0, 0);
+  LaunchEnv env = f.build();
+  std::string resolved, err;
+  if (::geteuid() == 0) {
+    CHECK_FALSE(resolve_command("./bin/server", env, f.ctx.release_dir, nobody, &resolved, &err));
+    CHECK(err == "release " + f.ctx.release_dir + ": directory " + f.ctx.release_dir + " cannot be entered by nobody");
+  }
+  ::chmod(f.ctx.release_dir.c_str(), 0755);
+  CHECK(resolve_command("./bin/server", env, f.ctx.release_dir, nobody, &resolved, &err));
 }
 
 TEST_CASE("the agent's own variables: sockets, readiness, release") {
@@ -195,6 +227,7 @@ TEST_CASE("resolve_command: clear refusals") {
 
 TEST_CASE("executability is judged for the worker's account, not the agent's") {
   Fixture f;
+  ::chmod(f.d.path.c_str(), 0755);
   testutil::write(f.d / "bin/owner-only", "#!/bin/sh\n", 0700);
   ::chown((f.d / "bin/owner-only").c_str(), 0, 0);
   Account nobody;

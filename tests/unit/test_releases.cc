@@ -34,7 +34,7 @@ TEST_CASE("version: bad package.json and markers are refused with where and why"
   CHECK(err == "read " + d / "package.json: No such file or directory");
   testutil::write(d / "package.json", "{\n  \"name\": \"x\",\n  \"version\": 1.2.3\n}\n");
   CHECK_FALSE(read_version(d.path, "package.json", &v, &raw, &err));
-  CHECK(err == d / "package.json:3:17: not valid JSON");
+  CHECK(err == d / "package.json:3:17: not valid JSON (the error ends here)");
   testutil::write(d / "package.json", R"({"name":"x"})");
   CHECK_FALSE(read_version(d.path, "package.json", &v, &raw, &err));
   CHECK(err == d / "package.json: no \"version\" field");
@@ -43,6 +43,9 @@ TEST_CASE("version: bad package.json and markers are refused with where and why"
   CHECK(err.find("\"version\" is not a string") != std::string::npos);
   testutil::write(d / "package.json", R"([1,2])");
   CHECK_FALSE(read_version(d.path, "package.json", &v, &raw, &err));
+  testutil::write(d / "package.json", R"({"version":"1.0.0","x":1e400})");  // out of range for a double
+  CHECK_FALSE(read_version(d.path, "package.json", &v, &raw, &err));
+  CHECK(err.find("not usable JSON") != std::string::npos);
   testutil::write(d / "VERSION", "\n");
   CHECK_FALSE(read_version(d.path, "VERSION", &v, &raw, &err));
   CHECK(err == d / "VERSION: the version is empty");
@@ -67,6 +70,10 @@ TEST_CASE("release id: UTC time then the sanitized version, sortable") {
   CHECK(make_release_id(t, "1.2.3") == "20261122T101500Z-1.2.3");
   CHECK(make_release_id(t, "1.2.3 beta*") == "20261122T101500Z-1.2.3_beta_");
   CHECK(make_release_id(t, "1.0") < make_release_id(t + 1, "0.9"));
+  CHECK(make_release_id(t, "1.0.tmp") == "20261122T101500Z-1.0_tmp");  // never mistaken for a half-staged one
+  CHECK(valid_release_id("20261122T101500Z-1.2.3"));
+  for (const char* bad : {"", "../../evil", "..", ".hidden", "x/y", "20261122T101500Z-1.0.tmp", "a b"})
+    CHECK_MESSAGE(!valid_release_id(bad), bad);
   CHECK(iso_time(t) == "2026-11-22T10:15:00Z");
 }
 
@@ -110,6 +117,11 @@ TEST_CASE("copy_tree: files with modes and times, symlinks as links, empty dirs"
 
   CHECK_FALSE(copy_tree(d / "src", d / "dst", &stats, &err));  // the target must not exist
   CHECK(err.find("mkdir " + d / "dst: File exists") == 0);
+  // A file swapped for a fifo mid-copy must not hang the copy.
+  ::unlink((d / "src/app.js").c_str());
+  REQUIRE(::mkfifo((d / "src/app.js").c_str(), 0644) == 0);
+  CHECK(copy_tree(d / "src", d / "dst3", &stats, &err));  // at stat time already a fifo: skipped
+  CHECK(stats.skipped == 1);
   CHECK_FALSE(copy_tree(d / "nope", d / "dst2", &stats, &err));
   CHECK(err == "open " + d / "nope: No such file or directory");
 }

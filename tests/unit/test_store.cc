@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 #include <dirent.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
+#include <csignal>
 
 #include <cerrno>
 #include <cstring>
@@ -96,6 +98,7 @@ TEST_CASE("stage: bad input is refused and leaves nothing behind") {
   TempDir d;
   ReleaseStore store(d / "app");
   StageRequest req;
+  req.max_tries = 2;  // a bad package.json is given one more chance (an installer may be mid-write)
   Release r;
   std::string err;
   req.from = d / "missing";
@@ -148,6 +151,73 @@ TEST_CASE("stage: the watched file changing mid-copy makes it stage again") {
   CHECK_FALSE(store.stage(req, &r, &err));
   CHECK(err.find("kept changing while staging (3 tries)") != std::string::npos);
   CHECK(entries_in(store.releases_dir()).size() == 1);
+}
+
+TEST_CASE("stage: a package.json still being written is staged once it is whole") {
+  TempDir d;
+  ReleaseStore store(d / "app");
+  write_app(d / "src", "1.0.0");
+  testutil::write(d / "src/package.json", R"({"name":"x","vers)");  // half written
+  StageRequest req;
+  req.from = d / "src";
+  std::vector<std::string> lines;
+  req.progress = [&](const std::string& line) {
+    lines.push_back(line);
+    if (line.find("staging again") != std::string::npos) write_app(d / "src", "1.0.1");  // the installer finishes
+  };
+  Release r;
+  std::string err;
+  REQUIRE_MESSAGE(store.stage(req, &r, &err), err);
+  CHECK(r.version == "1.0.1");
+  CHECK(r.tries == 2);
+  CHECK(lines[0].find("not valid JSON") != std::string::npos);
+}
+
+TEST_CASE("release ids from outside are checked: no escape from releases/") {
+  TempDir d;
+  ReleaseStore store(d / "app");
+  std::string a = deploy(store, d / "src", "1.0.0"), err;
+  std::string b = deploy(store, d / "src", "1.1.0");
+  releases::make_dirs(d / "evil", &err);
+  CHECK_FALSE(store.check_rollback_to("../../evil", &err));
+  CHECK_FALSE(store.rollback_to("../../evil", 0, &err));
+  CHECK_FALSE(store.activate("../../evil", "x", 0, &err));
+  CHECK(store.current() == b);
+}
+
+TEST_CASE("current in the middle of the history: what was above it is gone") {
+  TempDir d;
+  ReleaseStore store(d / "app");
+  std::string a = deploy(store, d / "src", "1.0.0");
+  std::string b = deploy(store, d / "src", "1.1.0");
+  std::string c = deploy(store, d / "src", "1.2.0");
+  std::string err, target;
+  REQUIRE(replace_symlink("releases/" + b, store.current_link(), &err));  // switched; the journal line lost
+  REQUIRE(store.rollback_target(1, &target, &err));
+  CHECK(target == a);  // not c
+}
+
+TEST_CASE("if the journal cannot record a switch, current is switched back") {
+  TempDir d;
+  ReleaseStore store(d / "app");
+  std::string a = deploy(store, d / "src", "1.0.0");
+  std::string b = stage_version(store, d / "src", "1.1.0"), err;
+  // A journal that can be read but not grown (root ignores permissions; a file size limit it
+  // does not): the switch must be undone.
+  struct stat st {};
+  REQUIRE(::stat(store.journal().path().c_str(), &st) == 0);
+  rlimit old {};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(st.st_size);
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &tight) == 0);
+  bool ok = store.activate(b, "deploy", 0, &err);
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, old_handler);
+  CHECK_FALSE(ok);
+  CHECK_MESSAGE(err.find("current left as it was") != std::string::npos, err);
+  CHECK(store.current() == a);
 }
 
 TEST_CASE("stage: linked_dirs point into shared/, replacing what the package shipped") {

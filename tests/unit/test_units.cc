@@ -66,6 +66,8 @@ TEST_CASE("listen addresses: IPv4, IPv6, unix, and overlaps") {
   CHECK(u->kind == ListenAddress::Kind::Unix);
   CHECK(parse_listen("unix:/run/app.sock", &err)->path == "/run/app.sock");
 
+  CHECK_FALSE(parse_listen("unix:run/a.sock", &err));
+  CHECK(err == "unix socket path \"run/a.sock\" must be absolute");
   CHECK_FALSE(parse_listen("localhost:80", &err));
   CHECK(err.find("not a numeric IPv4 address") != std::string::npos);
   CHECK_FALSE(parse_listen("127.0.0.1:70000", &err));
