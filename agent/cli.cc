@@ -92,6 +92,20 @@ bool load(const Args& a, Config* cfg) {
   return false;
 }
 
+// For verbs that talk to the daemon: the config is only needed to find the control socket,
+// and a config broken since the daemon started must not lock the operator out of it.
+bool load_for_client(const Args& a, Config* cfg) {
+  std::vector<ConfigError> errors;
+  if (load_config(a.config, cfg, &errors)) return true;
+  if (!cfg->syntax_ok) {
+    for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.format().c_str());
+    return false;
+  }
+  std::fprintf(stderr, "agent: warning: %s has %zu error%s (see agent check); the daemon keeps the config it started with\n",
+               a.config.c_str(), errors.size(), errors.size() == 1 ? "" : "s");
+  return true;
+}
+
 // The app a command is about: named, or the only one.
 const AppConfig* pick_app(const Config& cfg, const Args& a, size_t index) {
   if (a.positional.size() > index) {
@@ -311,7 +325,7 @@ int call(const Config& cfg, const nlohmann::json& req, bool print_final = true) 
 
 int cmd_status(const Args& a) {
   Config cfg;
-  if (!load(a, &cfg)) return 1;
+  if (!load_for_client(a, &cfg)) return 1;
   nlohmann::json req = {{"verb", "status"}};
   if (!a.positional.empty()) req["app"] = a.positional[0];
   nlohmann::json data;
@@ -345,7 +359,7 @@ int cmd_status(const Args& a) {
 
 int cmd_op(const Args& a) {
   Config cfg;
-  if (!load(a, &cfg)) return 1;
+  if (!load_for_client(a, &cfg)) return 1;
   nlohmann::json req = {{"verb", a.verb}};
   std::vector<std::string> pos = a.positional;
   if (a.verb == "rollback" && !pos.empty() && !pos[0].empty() && std::isdigit(static_cast<unsigned char>(pos[0][0]))) {
@@ -356,11 +370,8 @@ int cmd_op(const Args& a) {
     pos.erase(pos.begin());
   }
   if (pos.size() > 1) return usage_error(a.verb + " takes one APP");
-  Args named = a;
-  named.positional = pos;
-  const AppConfig* app = pick_app(cfg, named, 0);
-  if (!app) return 1;
-  req["app"] = app->name;
+  if (!pos.empty()) req["app"] = pos[0];  // the daemon knows which apps it runs
+  else if (cfg.apps.size() == 1) req["app"] = cfg.apps[0].name;
   if (auto it = a.options.find("from"); it != a.options.end()) {
     char real[PATH_MAX];
     if (!::realpath(it->second.c_str(), real)) return std::fprintf(stderr, "agent: --from %s: %s\n", it->second.c_str(), std::strerror(errno)), 1;

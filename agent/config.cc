@@ -414,6 +414,7 @@ bool parse_config(std::string_view text, const std::string& path, Config* out,
     ctx.error(e.source(), std::string(e.description()));
     return false;
   }
+  out->syntax_ok = true;
 
   TableReader r(root, "the file", ctx);
   if (const toml::node* n = r.get("agent")) {

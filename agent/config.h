@@ -79,7 +79,8 @@ struct AppConfig {
 };
 
 struct Config {
-  std::string path;  // the file it was read from
+  std::string path;        // the file it was read from
+  bool syntax_ok = false;  // the TOML parsed: what was valid in it has been read, even with errors
   AgentSettings agent;
   AlertSettings alerts;
   std::vector<AppConfig> apps;

@@ -231,7 +231,11 @@ void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
   std::string name = str("app");
   if (name.empty() && apps_.size() == 1) name = apps_.begin()->first;
   auto app = apps_.find(name);
-  if (app == apps_.end()) return s->finish(false, name.empty() ? "name an app" : "no app \"" + name + "\"");
+  if (app == apps_.end()) {
+    std::string names;
+    for (const auto& [n, sup] : apps_) names += (names.empty() ? "" : ", ") + n;
+    return s->finish(false, (name.empty() ? "name an app" : "no app \"" + name + "\"") + " (apps: " + names + ")");
+  }
 
   OpRequest op;
   op.kind = op_it->second;

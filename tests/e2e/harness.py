@@ -7,6 +7,7 @@ AGENT (the binary) and REPO (the source tree) come from the environment, set by 
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -164,7 +165,9 @@ class Agent:
     def cli(self, *args, timeout=120, user=None):
         cmd = [AGENT, *args, "-c", self.config]
         if user:
-            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+            uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else user
+            gid = pwd.getpwuid(uid).pw_gid
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def cli_async(self, *args):

@@ -1,0 +1,76 @@
+"""The control socket: owner only, checks who asks, survives garbage."""
+import json
+import os
+import socket
+import stat
+import unittest
+
+from harness import AgentTest, free_port, http_get
+
+
+def raw(path, data, read=True):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(path)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while read:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out.decode(errors="replace")
+
+
+class Control(AgentTest):
+    def setUp(self):
+        super().setUp()
+        self.port = free_port()
+        self.a = self.agent([{"name": "web", "command": ["node", "server.js"], "listen": [f"127.0.0.1:{self.port}"]}])
+        self.a.start(wait_ready=False)
+        self.assertEqual(self.a.cli("deploy", "web", "--from", self.a.make_release("1.0.0")).returncode, 0)
+
+    def test_socket_is_owner_only(self):
+        mode = stat.S_IMODE(os.stat(self.a.socket).st_mode)
+        self.assertEqual(mode, 0o600)
+
+    def test_garbage_and_oversized_requests_get_an_error_and_the_daemon_carries_on(self):
+        for junk in (b"hello\n", b"[1,2]\n", b'{"verb": 3}\n', b"\xff\xfe\n", b'{"verb":"frobnicate"}\n'):
+            reply = json.loads(raw(self.a.socket, junk).splitlines()[-1])
+            self.assertFalse(reply["ok"], junk)
+        reply = json.loads(raw(self.a.socket, b"x" * (70 * 1024)).splitlines()[-1])
+        self.assertEqual(reply["message"], "request too large (over 64 KiB)")
+        raw(self.a.socket, b'{"verb":"sta', read=False)  # a client that gives up mid-line
+        self.assertIn("release=", http_get(self.port))
+        self.assertEqual(self.a.app_status("web")["state"], "running")
+
+    def test_mutating_verbs_need_root_the_agent_user_or_control_group(self):
+        os.chmod(self.a.dir, 0o755)
+        os.chmod(self.a.socket, 0o666)  # let another user reach it, to see the uid check itself
+        r = self.a.cli("reload", "web", user="nobody")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("uid 65534 may not reload", r.stderr)
+        r = self.a.cli("status", "web", "--json", user="nobody")  # reading is allowed
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.a.cli("reload", "web")
+        self.assertEqual(r.returncode, 0)
+        journal = self.a.journal("web")
+        self.assertEqual(journal[-1]["uid"], 0)  # the deploy's uid, from SO_PEERCRED
+
+    def test_status_json_has_every_field(self):
+        st = self.a.app_status("web")
+        self.assertEqual(st["current"], self.a.current("web"))
+        self.assertEqual(st["version"], "1.0.0")
+        w = st["workers"][0]
+        for key in ("slot", "pid", "release", "state", "role", "uptime_s", "rss", "restarts"):
+            self.assertIn(key, w)
+        self.assertGreater(w["rss"], 1 << 20)
+        text = self.a.cli("status").stdout
+        self.assertIn("web: running, current " + st["current"] + " (version 1.0.0)", text)
+        self.assertIn("SLOT  PID", text)
+
+
+if __name__ == "__main__":
+    unittest.main()

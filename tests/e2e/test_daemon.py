@@ -1,0 +1,86 @@
+"""The daemon's life: SIGHUP (good and broken configs), scaling, start/stop/restart, SIGTERM."""
+import os
+import subprocess
+import unittest
+
+from harness import AGENT, AgentTest, Load, free_port, http_get, wait_until
+
+
+class Daemon(AgentTest):
+    def setUp(self):
+        super().setUp()
+        self.port = free_port()
+        self.a = self.agent([{"name": "web", "command": ["node", "server.js"], "instances": 2, "listen": [f"127.0.0.1:{self.port}"]}])
+        self.a.start(wait_ready=False)
+        self.assertEqual(self.a.cli("deploy", "web", "--from", self.a.make_release("1.0.0")).returncode, 0)
+
+    def test_broken_config_on_sighup_keeps_the_running_one(self):
+        pids = {w["pid"] for w in self.a.serving("web")}
+        self.a.apps[0]["instances"] = 0
+        self.a.apps[0]["bogus"] = 1
+        self.a.write_config()
+        line = self.a.sighup()
+        self.assertIn("keeping the running config", line)
+        self.assertIn("instances: 0 is out of range", self.a.output())
+        self.assertIn('unknown key "bogus"', self.a.output())
+        self.assertEqual({w["pid"] for w in self.a.serving("web")}, pids)
+        self.assertIn("release=", http_get(self.port))
+        r = self.a.cli("status")  # the operator is not locked out by their own typo
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("has 2 errors (see agent check)", r.stderr)
+
+    def test_sighup_scales_instances_up_and_down(self):
+        self.a.apps[0]["instances"] = 4
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        self.a.wait_serving("web", 4)
+        self.a.apps[0]["instances"] = 1
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        wait_until(lambda: len(self.a.app_status("web")["workers"]) == 1, 10, "scaled down to 1")
+
+    def test_listen_change_needs_a_restart(self):
+        self.a.apps[0]["listen"] = [f"127.0.0.1:{free_port()}"]
+        self.a.write_config()
+        self.assertIn("keeping the running config", self.a.sighup())
+        self.assertIn("listen addresses are bound once", self.a.output())
+
+    def test_stop_start_restart(self):
+        r = self.a.cli("stop", "web")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.a.app_status("web")["workers"], [])
+        self.assertEqual(self.a.app_status("web")["state"], "stopped")
+        # The socket stays bound: connections queue instead of being refused.
+        import socket
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        r = self.a.cli("start", "web")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"200", s.recv(4096))  # the queued request was answered by the started worker
+        s.close()
+        old = {w["pid"] for w in self.a.serving("web")}
+        r = self.a.cli("restart", "web")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual({w["pid"] for w in self.a.serving("web")} & old, set())
+
+    def test_second_agent_on_the_same_state_is_refused(self):
+        r = subprocess.run([AGENT, "run", "-c", self.a.config], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("another agent is running with state_dir", r.stderr)
+        self.assertIn("release=", http_get(self.port))
+
+    def test_sigterm_drains_everything_and_exits_0(self):
+        pids = [w["pid"] for w in self.a.serving("web")]
+        load = Load(self.port, keep=2, fresh=1)
+        self.assertEqual(self.a.stop(), 0)
+        load.stop()
+        for pid in pids:
+            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived the agent")
+        self.assertIn("agent stopped", self.a.output())
+        # Restart on the same state: the current release comes back by itself.
+        self.a.start()
+        self.assertIn("version=1.0.0", http_get(self.port))
+
+
+if __name__ == "__main__":
+    unittest.main()

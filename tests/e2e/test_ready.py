@@ -1,0 +1,48 @@
+"""Readiness modes other than fd: sd_notify (sender pid checked) and a fixed delay; and a
+worker that is not Node at all."""
+import os
+import shutil
+import unittest
+
+from harness import HERE, AgentTest, free_port, http_get
+
+
+class Ready(AgentTest):
+    def python_app(self, args, ready, **extra):
+        port = free_port()
+        app = {"name": "py", "command": ["python3", "notify_worker.py", *args], "instances": 2,
+               "listen": [f"127.0.0.1:{port}"], "ready": ready, "ready_timeout": "3s", **extra}
+        a = self.agent([app])
+        src = os.path.join(a.dir, "pysrc")
+        os.makedirs(src)
+        shutil.copy(os.path.join(HERE, "apps", "notify_worker.py"), src)
+        with open(os.path.join(src, "VERSION"), "w") as f:
+            f.write("7.0.0\n")
+        app["watch"] = "VERSION"
+        a.write_config()
+        a.start(wait_ready=False)
+        return a, port, src
+
+    def test_notify_ready(self):
+        a, port, src = self.python_app([], "notify")
+        r = a.cli("deploy", "py", "--from", src)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(a.current("py").endswith("-7.0.0"))
+        self.assertIn("release=" + a.current("py"), http_get(port))
+
+    def test_notify_from_another_pid_is_not_ready(self):
+        a, port, src = self.python_app(["from-child"], "notify")
+        r = a.cli("deploy", "py", "--from", src)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not ready within 3s: it never sent READY=1 to $NOTIFY_SOCKET", r.stderr)
+        self.assertIn("which is not one of its workers; ignored", a.output())
+
+    def test_delay_ready(self):
+        a, port, src = self.python_app(["no-notify-needed"], "delay", ready_delay="300ms")
+        r = a.cli("deploy", "py", "--from", src)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ready in 300ms", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
