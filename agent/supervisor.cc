@@ -658,28 +658,59 @@ pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool inc
 void AppSupervisor::watch_output(int fd, int slot, pid_t pid, const char* stream) {
   auto p = std::make_unique<OutputPipe>();
   p->fd = fd;
+  p->pid = pid;
   p->prefix = std::to_string(slot) + "/" + std::to_string(pid) + " " + stream;
-  p->watch = loop_.add(fd, EPOLLIN, [this, fd](std::uint32_t) {
-    auto it = pipes_.find(fd);
-    if (it == pipes_.end()) return;
-    OutputPipe& pipe = *it->second;
-    auto emit = [&](std::string_view line) { log_->write_line(now_stamp() + " " + pipe.prefix + " " + std::string(line)); };
-    char buf[16384];
-    while (true) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n > 0) {
-        pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)), emit);
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-      pipe.lines.flush(emit);  // EOF (or error): the worker and all its children closed it
-      loop_.remove(pipe.watch);
-      ::close(fd);
-      pipes_.erase(it);
-      return;
-    }
-  });
+  p->watch = loop_.add(fd, EPOLLIN, [this, fd](std::uint32_t) { read_output(fd); });
   pipes_[fd] = std::move(p);
+}
+
+void AppSupervisor::read_output(int fd) {
+  auto it = pipes_.find(fd);
+  if (it == pipes_.end()) return;
+  OutputPipe& pipe = *it->second;
+  auto emit = [&](std::string_view line) {
+    log_->write_line(now_stamp() + " " + pipe.prefix + " " + std::string(line));
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;
+    auto& recent = recent_output_[pipe.pid];
+    recent.emplace_back(line.substr(0, 300));
+    if (recent.size() > 20) recent.erase(recent.begin());
+  };
+  char buf[16384];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)), emit);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    pipe.lines.flush(emit);  // EOF (or error): the worker and all its children closed it
+    loop_.remove(pipe.watch);
+    ::close(fd);
+    pipes_.erase(it);
+    return;
+  }
+}
+
+std::string AppSupervisor::last_output(pid_t pid) {
+  // The exit can be seen before the pipes are read: read what is left first.
+  std::vector<int> fds;
+  for (const auto& [fd, p] : pipes_)
+    if (p->pid == pid) fds.push_back(fd);
+  for (int fd : fds) read_output(fd);
+  auto it = recent_output_.find(pid);
+  if (it == recent_output_.end()) return "";
+  // What a person needs from a crash is its headline: stack frames and code excerpts are
+  // indented, and Node ends with its version banner; the log file has everything.
+  std::vector<std::string> headline;
+  for (const auto& l : it->second) {
+    if (l[0] == ' ' || l[0] == '\t' || l.starts_with("Node.js v")) continue;
+    headline.push_back(l);
+  }
+  if (headline.empty()) return "";
+  if (headline.size() > 2) headline.erase(headline.begin(), headline.end() - 2);
+  std::string out;
+  for (const auto& l : headline) out += (out.empty() ? "" : " | ") + l;
+  return "; last output: " + out;
 }
 
 void AppSupervisor::on_ready_data(pid_t pid) {
@@ -738,6 +769,8 @@ void AppSupervisor::on_exit(pid_t pid) {
   ::waitpid(pid, &status, WNOHANG);
   std::string reason = describe_wait_status(status);
   if (auto failed = exec_failure(w->errpipe, w->release_dir, w->path)) reason = "could not start: " + *failed;
+  else if (w->state == WorkerState::Starting) reason += last_output(pid);
+  recent_output_.erase(pid);
   w->errpipe = -1;
   for (EventLoop::Id t : {w->ready_timer, w->drain_timer, w->kill_timer})
     if (t) loop_.cancel(t);

@@ -124,6 +124,7 @@ class AppSupervisor {
   };
   struct OutputPipe {
     int fd = -1;
+    pid_t pid = 0;
     EventLoop::Id watch = 0;
     std::string prefix;  // "0/1234 out"
     LineSplitter lines;
@@ -146,6 +147,9 @@ class AppSupervisor {
 
   pid_t spawn_worker(int slot, const std::string& release, bool incoming, std::string* err);
   void watch_output(int fd, int slot, pid_t pid, const char* stream);
+  void read_output(int fd);
+  /// The worker's last lines of output, for failure messages ("; last output: ...").
+  std::string last_output(pid_t pid);
   void on_ready_data(pid_t pid);
   void mark_ready(pid_t pid);
   void on_ready_timeout(pid_t pid);
@@ -172,6 +176,7 @@ class AppSupervisor {
 
   std::map<pid_t, std::unique_ptr<Worker>> workers_;
   std::map<int, std::unique_ptr<OutputPipe>> pipes_;  // by fd; live until EOF, even after the worker exits
+  std::map<pid_t, std::vector<std::string>> recent_output_;  // last lines per worker, until it is reaped
   std::vector<Slot> slots_;
   bool stopped_ = false, shutting_down_ = false, restart_after_stop_ = false;
   Phase phase_ = Phase::Idle;

@@ -12,7 +12,7 @@ pkgs=(
   # tests
   doctest-dev python3
   # workers of the example app
-  nodejs
+  nodejs curl
 )
 
 missing=()

@@ -39,6 +39,8 @@ class Revert(AgentTest):
         # Workers 0 and 1 start fine on 2.0.0, worker 2 throws: two slots must be swapped back.
         r = self.deploy_broken({"throw_at_start_from_worker": 2}, "exited before ready: exited with status 1")
         self.assertIn("swapping 2 slots back", r.stdout)
+        self.assertIn("last output: ", r.stderr)  # the worker's own words: the exception it threw
+        self.assertIn("Error: release 2.0.0 is broken for worker 2 (test knob)", r.stderr)
         self.assertIn("reverting: starting slot 1", r.stdout)
         self.assertIn("reverting: starting slot 0", r.stdout)
         rel = os.path.join(self.a.state, "web", "releases")

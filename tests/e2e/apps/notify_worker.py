@@ -1,10 +1,17 @@
-"""A non-Node worker for the readiness tests: serves HTTP on the inherited socket (fd 3) and
-reports ready with sd_notify READY=1 on $NOTIFY_SOCKET. With argv[1] == "from-child", a child
-process sends READY=1 instead, which the agent must ignore (only the worker's own pid counts)."""
-import http.server
+"""A non-Node worker for the readiness and process tests: serves HTTP on the inherited socket
+(fd 3) and reports ready with sd_notify READY=1 on $NOTIFY_SOCKET when that is set. With
+argv[1] == "from-child", a child process sends READY=1 instead, which the agent must ignore
+(only the worker's own pid counts). /fds tells which fds it was started with; /id who and where
+it runs."""
 import os
-import socket
-import sys
+
+# Before Python opens anything else. The listing's own fd is closed again by the time it is
+# checked, so it drops out.
+OPEN_AT_START = sorted(int(fd) for fd in os.listdir("/proc/self/fd") if os.path.lexists(f"/proc/self/fd/{fd}"))
+
+import http.server  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
 
 
 def notify(msg):
@@ -17,7 +24,15 @@ def notify(msg):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = f"release={os.environ.get('APP_RELEASE')} worker={os.environ.get('APP_WORKER')} pid={os.getpid()}\n".encode()
+        if self.path == "/fds":
+            return self.reply(" ".join(map(str, OPEN_AT_START)))
+        if self.path == "/id":
+            return self.reply(f"uid={os.getuid()} gid={os.getgid()} home={os.environ.get('HOME')} "
+                              f"user={os.environ.get('USER')} cwd={os.getcwd()} sid={os.getsid(0)} pid={os.getpid()}")
+        self.reply(f"release={os.environ.get('APP_RELEASE')} worker={os.environ.get('APP_WORKER')} pid={os.getpid()}")
+
+    def reply(self, text):
+        body = (text + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -1,0 +1,70 @@
+"""How workers are started: inherited sockets (IPv4, IPv6, unix), nothing else leaked, their own
+session, the release as cwd, and the configured account when the agent is root."""
+import http.client
+import os
+import shutil
+import socket
+import unittest
+
+from harness import HERE, AgentTest, free_port, http_get
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=5)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path)
+
+
+class Process(AgentTest):
+    def start_py(self, listen, **extra):
+        app = {"name": "py", "command": ["python3", "notify_worker.py"], "listen": listen, "ready": "notify",
+               "watch": "VERSION", "ready_timeout": "5s", **extra}
+        a = self.agent([app])
+        src = os.path.join(a.dir, "pysrc")
+        os.makedirs(src)
+        shutil.copy(os.path.join(HERE, "apps", "notify_worker.py"), src)
+        with open(os.path.join(src, "VERSION"), "w") as f:
+            f.write("1.0.0\n")
+        a.start(wait_ready=False)
+        r = a.cli("deploy", "py", "--from", src)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return a
+
+    def test_only_the_listen_socket_and_stdio_are_inherited(self):
+        port = free_port()
+        a = self.start_py([f"127.0.0.1:{port}"])
+        self.assertEqual(http_get(port, "/fds").split(), ["0", "1", "2", "3"])
+        ident = dict(kv.split("=", 1) for kv in http_get(port, "/id").split())
+        self.assertEqual(ident["sid"], ident["pid"], "the worker leads its own session")
+        self.assertEqual(ident["cwd"], os.path.join(a.state, "py", "releases", a.current("py")))  # resolved, not via current
+
+    def test_ipv6_and_unix_listeners(self):
+        port = free_port()
+        path = os.path.join("/tmp", f"agent-e2e-{port}.sock")
+        a = self.start_py([f"[::1]:{port}", path])
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            self.assertIn(b"release=", s.recv(4096))
+        # The worker serves fd 3 only; fd 4 (the unix socket) is inherited too, as LISTEN_FDS=2 says.
+        st = a.app_status("py")
+        self.assertEqual(len(st["workers"]), 1)
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(a.stop(), 0)
+        os.unlink(path)
+
+    @unittest.skipUnless(os.geteuid() == 0, "dropping to another account needs root")
+    def test_workers_run_as_the_configured_user(self):
+        port = free_port()
+        a = self.start_py([f"127.0.0.1:{port}"], user="nobody")
+        ident = dict(kv.split("=", 1) for kv in http_get(port, "/id").split())
+        self.assertEqual(ident["uid"], "65534")
+        self.assertEqual(ident["user"], "nobody")
+        self.assertEqual(ident["home"], "/nonexistent")
+
+
+if __name__ == "__main__":
+    unittest.main()
