@@ -56,7 +56,11 @@ class Daemon(AgentTest):
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         r = self.a.cli("start", "web")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn(b"200", s.recv(4096))  # the queued request was answered by the started worker
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+        self.assertIn(b"200 OK", reply)  # the queued request was answered by the started worker
+        self.assertIn(b"release=", reply)
         s.close()
         old = {w["pid"] for w in self.a.serving("web")}
         r = self.a.cli("restart", "web")

@@ -48,7 +48,10 @@ class Process(AgentTest):
         a = self.start_py([f"[::1]:{port}", path])
         with socket.create_connection(("::1", port), timeout=5) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            self.assertIn(b"release=", s.recv(4096))
+            reply = b""
+            while chunk := s.recv(4096):  # HTTP/1.0: the server closes after the body
+                reply += chunk
+            self.assertIn(b"release=", reply)
         # The worker serves fd 3 only; fd 4 (the unix socket) is inherited too, as LISTEN_FDS=2 says.
         st = a.app_status("py")
         self.assertEqual(len(st["workers"]), 1)
