@@ -182,7 +182,8 @@ int cmd_env(const Args& a) {
     else note += "; version unknown: " + err;
   }
   for (char** e = environ; *e; ++e) ctx.agent_environ.emplace_back(*e);
-  ctx.notify_socket = app->app_dir(cfg.agent) + "/notify.sock";
+  ctx.notify_socket = "@deploy-agent/<the agent's pid>/" + app->name;
+  ctx.node_shim = find_node_shim(nullptr);
   if (!lookup_account(*app, &ctx.account, &err)) {
     std::fprintf(stderr, "agent: app %s: %s\n", app->name.c_str(), err.c_str());
     return 1;

@@ -1,5 +1,7 @@
 #include "agent/config.h"
 
+#include "agent/launch_env.h"
+
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -48,11 +50,6 @@ bool valid_app_name(std::string_view name) {
 }
 
 namespace {
-
-// Variables the agent itself sets for every worker; the config may not override them.
-const std::set<std::string, std::less<>> kReservedEnv = {
-    "LISTEN_FDS", "LISTEN_PID",  "LISTEN_FDNAMES",  "READY_FD",   "NOTIFY_SOCKET",
-    "APP_NAME",   "APP_RELEASE", "APP_VERSION",     "APP_RELEASE_DIR", "APP_WORKER"};
 
 bool valid_env_name(std::string_view n) {
   if (n.empty() || (n[0] >= '0' && n[0] <= '9')) return false;
@@ -388,7 +385,7 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
           continue;
         }
         if (!valid_env_name(name)) ctx.error(k.source(), where + " env: \"" + name + "\" is not a variable name");
-        else if (kReservedEnv.count(name)) ctx.error(k.source(), where + " env: " + name + " is set by the agent for each worker and cannot be overridden");
+        else if (is_agent_variable(name)) ctx.error(k.source(), where + " env: " + name + " is set by the agent for each worker and cannot be overridden");
         else if (name == "PATH") ctx.error(k.source(), where + " env: PATH is composed by the agent around the inherited global PATH; use path_prepend or path_append");
         else app->env.emplace_back(name, value);
       }

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <map>
 
 #include "releases/fs.h"
@@ -49,14 +51,30 @@ bool reachable_by(const std::string& dir, const Account& a, std::string* why) {
   return true;
 }
 
-// Names the agent sets itself; no layer below it may supply them.
-bool reserved(const std::string& name) {
-  static const char* const kNames[] = {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "READY_FD", "NOTIFY_SOCKET", "APP_NAME",
-                                       "APP_RELEASE", "APP_VERSION", "APP_RELEASE_DIR", "APP_WORKER"};
+bool reserved(const std::string& name) { return is_agent_variable(name); }
+
+}  // namespace
+
+bool is_agent_variable(std::string_view name) {
+  static const char* const kNames[] = {"LISTEN_FDS",  "LISTEN_PID",      "LISTEN_FDNAMES", "READY_FD",
+                                       "NOTIFY_SOCKET", "APP_NAME",      "APP_RELEASE",    "APP_VERSION",
+                                       "APP_RELEASE_DIR", "APP_WORKER",  "AGENT_LISTEN",   "AGENT_DRAIN_SIGNAL"};
   return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
 }
 
-}  // namespace
+std::string find_node_shim(std::string* searched) {
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return "";
+  std::string dir(exe, static_cast<size_t>(n));
+  dir = dir.substr(0, dir.rfind('/'));
+  for (const std::string& candidate : {dir + "/../share/deploy-agent/shims/node/shim.js", dir + "/../shims/node/shim.js"}) {
+    char real[4096];
+    if (::realpath(candidate.c_str(), real)) return real;
+    if (searched) *searched += (searched->empty() ? "" : ", ") + candidate;
+  }
+  return "";
+}
 
 bool lookup_account(const AppConfig& app, Account* out, std::string* err) {
   struct passwd* pw = app.user.empty() ? getpwuid(geteuid()) : getpwnam(app.user.c_str());
@@ -196,6 +214,28 @@ bool LaunchEnv::build(const AppConfig& app, const LaunchContext& ctx, LaunchEnv*
     set("LISTEN_FDS", std::to_string(nlisten), "agent");
     set("LISTEN_FDNAMES", names, "agent");
     if (ctx.worker < 0) set("LISTEN_PID", "(the worker's pid, set after fork)", "agent");
+  }
+  if (nlisten > 0) {
+    std::string addrs;
+    for (const auto& l : app.listen) addrs += (addrs.empty() ? "" : " ") + l.canonical();
+    set("AGENT_LISTEN", addrs, "agent");
+  }
+  if (app.shim == "node") {
+    if (ctx.node_shim.empty()) {
+      std::string searched;
+      find_node_shim(&searched);
+      return *err = "shim = \"node\": the agent's Node shim is not installed (looked in " + searched + ")", false;
+    }
+    auto it = vars.find("NODE_OPTIONS");
+    std::string before = it == vars.end() || it->second.value.empty() ? "" : it->second.value + " ";
+    set("NODE_OPTIONS", before + "--require \"" + ctx.node_shim + "\"", "agent (shim; keeps what was there)");
+    set("AGENT_DRAIN_SIGNAL", signal_name(app.drain_signal), "agent (shim)");
+    if (!vars.count("PORT"))
+      for (const auto& l : app.listen)
+        if (l.kind != ListenAddress::Kind::Unix) {
+          set("PORT", std::to_string(l.port), "agent (shim)");
+          break;
+        }
   }
   if (app.ready == ReadyMode::Fd) set("READY_FD", std::to_string(3 + nlisten), "agent");
   if (app.ready == ReadyMode::Notify) set("NOTIFY_SOCKET", ctx.notify_socket, "agent");

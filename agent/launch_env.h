@@ -6,7 +6,9 @@
 //   account    HOME, USER, LOGNAME of the account the worker runs as
 //   env_file   KEY=VALUE lines from the app's env_file
 //   config     the [app.env] table
-//   agent      LISTEN_*, READY_FD / NOTIFY_SOCKET, APP_* (cannot be overridden)
+//   agent      LISTEN_*, READY_FD / NOTIFY_SOCKET, APP_*, AGENT_LISTEN (cannot be overridden);
+//              with shim = "node" also NODE_OPTIONS (+= --require the shim), AGENT_DRAIN_SIGNAL,
+//              and PORT (the first TCP port) unless a layer above set it
 // PATH is composed, in order, duplicates and empty or relative entries dropped:
 //   <release>/node_modules/.bin, <release>/.node/bin, path_prepend, the inherited global PATH
 //   (a default system PATH if the agent has none), path_append. PATH itself cannot come from
@@ -44,12 +46,21 @@ struct PathEntry {
   std::string origin;  // release | path_prepend | inherited | env_file | config | path_append | default
 };
 
+/// Variables only the agent sets (LISTEN_*, READY_FD, NOTIFY_SOCKET, APP_*, AGENT_*): no config
+/// layer may supply them.
+bool is_agent_variable(std::string_view name);
+
+/// Where the Node shim is: beside an installed binary (<prefix>/share/deploy-agent/shims/node)
+/// or in the source tree next to a build directory. Empty if not found; *searched lists where.
+std::string find_node_shim(std::string* searched);
+
 struct LaunchContext {
   std::string release_dir;                 // the resolved release directory (never via `current`)
   std::string release_id, version;
   std::vector<std::string> agent_environ;  // the agent's own environment, "K=V"
   Account account;
   std::string notify_socket;               // ready = "notify"
+  std::string node_shim;                   // shim = "node": the shim's path (find_node_shim)
   int worker = -1;                         // the slot; -1 when only showing the environment
 };
 

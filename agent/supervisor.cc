@@ -294,12 +294,7 @@ void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::st
 }
 
 bool AppSupervisor::preflight(const std::string& release, std::string* out_err) {
-  LaunchContext ctx;
-  ctx.release_dir = store_.release_dir(release);
-  ctx.release_id = release;
-  ctx.version = version_of(release);
-  ctx.agent_environ = environ_;
-  ctx.notify_socket = notify_name_;
+  LaunchContext ctx = launch_context(release, -1);
   LaunchEnv env;
   std::string err, resolved;
   bool ok = lookup_account(app_, &ctx.account, &err) && LaunchEnv::build(app_, ctx, &env, &err) &&
@@ -578,19 +573,25 @@ std::string AppSupervisor::version_of(const std::string& release) const {
   return releases::read_version(store_.release_dir(release), app_.watch, &v, &raw, &err) ? v : "";
 }
 
-std::string AppSupervisor::worker_name(const Worker& w) const {
-  return "worker " + std::to_string(w.slot) + " (pid " + std::to_string(w.pid) + ", release " + w.release + ")";
-}
-
-pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool incoming, std::string* err) {
-  // The environment is built now, from the config as it is now: nothing is cached.
+LaunchContext AppSupervisor::launch_context(const std::string& release, int slot) const {
   LaunchContext ctx;
   ctx.release_dir = store_.release_dir(release);
   ctx.release_id = release;
   ctx.version = version_of(release);
   ctx.agent_environ = environ_;
   ctx.notify_socket = notify_name_;
+  ctx.node_shim = find_node_shim(nullptr);
   ctx.worker = slot;
+  return ctx;
+}
+
+std::string AppSupervisor::worker_name(const Worker& w) const {
+  return "worker " + std::to_string(w.slot) + " (pid " + std::to_string(w.pid) + ", release " + w.release + ")";
+}
+
+pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool incoming, std::string* err) {
+  // The environment is built now, from the config as it is now: nothing is cached.
+  LaunchContext ctx = launch_context(release, slot);
   LaunchEnv env;
   std::string path;
   if (!lookup_account(app_, &ctx.account, err) || !LaunchEnv::build(app_, ctx, &env, err) ||

@@ -159,6 +159,8 @@ class AppSupervisor {
   void on_notify();
   Worker* find(pid_t pid);
   std::string version_of(const std::string& release) const;
+  /// What a worker of `release` in `slot` (-1: any) is launched with, read afresh.
+  LaunchContext launch_context(const std::string& release, int slot) const;
   std::string worker_name(const Worker& w) const;
 
   EventLoop& loop_;

@@ -22,6 +22,9 @@ for p in "${pkgs[@]}"; do
   fi
 done
 
+# The e2e tests install express from the npm registry; Debian's nodejs does not bring npm.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
 if ((${#missing[@]})); then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -89,12 +89,16 @@ class Agent:
             f.write("\n".join(lines) + "\n")
         os.chmod(self.config, 0o644)
 
-    def make_release(self, version, knobs=None, server=FIXTURE):
-        """A source tree of the fixture app at `version`, with its knobs; returns the directory."""
+    def make_release(self, version, knobs=None, server=FIXTURE, tree=None):
+        """A source tree of an app at `version` (the fixture, or a copy of `tree`) with its
+        knobs; returns the directory."""
         self.versions += 1
         d = os.path.join(self.dir, f"src-{self.versions}-{version}")
-        os.makedirs(d)
-        shutil.copy(server, os.path.join(d, os.path.basename(server)))
+        if tree:
+            shutil.copytree(tree, d, symlinks=True)
+        else:
+            os.makedirs(d)
+            shutil.copy(server, os.path.join(d, os.path.basename(server)))
         with open(os.path.join(d, "package.json"), "w") as f:
             json.dump({"name": "fixture", "version": version, "knobs": knobs or {}}, f)
         return d
@@ -222,11 +226,11 @@ class Agent:
 class Load:
     """Continuous HTTP load from tests/e2e/load.js; stop() returns its summary."""
 
-    def __init__(self, port, keep=4, fresh=2, pause_ms=5):
+    def __init__(self, port, keep=4, fresh=2, pause_ms=5, path="/"):
         self.dir = tempfile.mkdtemp(prefix="agent-load-")
         self.summary = os.path.join(self.dir, "summary.json")
         self.proc = subprocess.Popen(["node", os.path.join(HERE, "load.js"), str(port), self.summary, str(keep),
-                                      str(fresh), str(pause_ms)], stdin=subprocess.DEVNULL)
+                                      str(fresh), str(pause_ms), path], stdin=subprocess.DEVNULL)
         wait_until(lambda: os.path.exists(self.summary + ".started"), 10, "the load generator to start")
 
     def expect_only(self, release):

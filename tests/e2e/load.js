@@ -2,7 +2,7 @@
 // Load for the zero-downtime tests: keep-alive clients and new-connection-per-request clients,
 // each a loop of sequential requests, until SIGTERM. Then it writes a JSON summary.
 //
-//   node load.js PORT SUMMARY_FILE [KEEPALIVE_LOOPS=4] [FRESH_LOOPS=2] [PAUSE_MS=5]
+//   node load.js PORT SUMMARY_FILE [KEEPALIVE_LOOPS=4] [FRESH_LOOPS=2] [PAUSE_MS=5] [PATH=/]
 //
 // Every failure counts: a refused or reset connection, a timeout, a status other than 200.
 // One exception, and it is counted apart: a request written to a *reused* keep-alive socket
@@ -14,7 +14,7 @@
 // named in the file SUMMARY_FILE.expect, or it is counted as `stale`.
 const fs = require('fs');
 const http = require('http');
-const [port, summaryFile, keepLoops = 4, freshLoops = 2, pauseMs = 5] = process.argv.slice(2);
+const [port, summaryFile, keepLoops = 4, freshLoops = 2, pauseMs = 5, path = '/'] = process.argv.slice(2);
 const keep = new http.Agent({ keepAlive: true, maxSockets: Number(keepLoops) });
 const fresh = new http.Agent({ keepAlive: false });
 const s = { ok: 0, failed: 0, retried: 0, stale: 0, errors: [], releases: {}, stale_examples: [] };
@@ -23,7 +23,7 @@ let expect = null;
 
 function once(agent) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port: Number(port), path: '/', agent, timeout: 10000 }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port: Number(port), path, agent, timeout: 10000 }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve({ status: res.statusCode, body }));

@@ -1,0 +1,141 @@
+'use strict';
+// deploy-agent's shim for unmodified Node apps, preloaded with NODE_OPTIONS=--require.
+//
+// An app that does `http.createServer(h).listen(process.env.PORT || 4000)` and dies on SIGTERM
+// gets, without a line changed:
+//   1. its listen on one of the agent's ports served from the socket the agent holds (fd 3..),
+//      so every worker shares one accept queue and a restart queues connections instead of
+//      refusing them;
+//   2. readiness: a newline on $READY_FD once that listen is done;
+//   3. a drain on the drain signal: stop accepting, answer requests already in flight with
+//      `Connection: close`, close idle keep-alive sockets, let the app's own handlers for the
+//      signal run, and exit once no connection remains. A request that never ends is left to
+//      the agent's drain_timeout / kill_timeout.
+// Nothing but Node itself. Active only in the process the agent started (LISTEN_PID matches):
+// a child process that inherits NODE_OPTIONS is left alone.
+
+const net = require('net');
+const fs = require('fs');
+
+const env = process.env;
+const active = Number(env.LISTEN_PID) === process.pid && Number(env.LISTEN_FDS) > 0;
+if (active) install();
+
+function install() {
+  // AGENT_LISTEN: the address of each inherited fd, in order: "127.0.0.1:8197 [::1]:8198 unix:/x".
+  const inherited = (env.AGENT_LISTEN || '').split(' ').filter(Boolean).map((addr, i) => {
+    const fd = 3 + i;
+    if (addr.startsWith('unix:')) return { fd, path: addr.slice(5) };
+    return { fd, port: Number(addr.slice(addr.lastIndexOf(':') + 1)) };
+  });
+  const signal = env.AGENT_DRAIN_SIGNAL || 'SIGTERM';
+  const drainEnabled = env.AGENT_SHIM_DRAIN !== '0';  // 0: for tests that show what the drain is worth
+  const exitGraceMs = Number(env.AGENT_SHIM_EXIT_GRACE_MS || 1000);
+  // An idle keep-alive socket is not closed at once: a client under load sends its next request
+  // within milliseconds, and that request is better answered (with Connection: close) than
+  // raced by our FIN. Idle past this, it is closed.
+  const idleGraceMs = Number(env.AGENT_SHIM_IDLE_GRACE_MS || 250);
+  const servers = new Set();  // servers listening on an inherited fd
+  let readySent = false;
+  let draining = false;
+
+  // Which inherited fd a listen(...) call means, if any.
+  function match(args) {
+    let a0 = args[0];
+    if (a0 && typeof a0 === 'object' && !Array.isArray(a0)) {
+      if (a0.fd !== undefined || a0.handle !== undefined || a0._handle !== undefined) return null;
+      if (a0.path !== undefined) return inherited.find((s) => s.path === a0.path) || null;
+      a0 = a0.port;
+    }
+    if (typeof a0 === 'string' && !/^\d+$/.test(a0)) return inherited.find((s) => s.path === a0) || null;
+    const port = Number(a0);
+    if (!Number.isInteger(port) || port <= 0) return null;
+    return inherited.find((s) => s.port === port) || null;
+  }
+
+  const originalListen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function (...args) {
+    const target = match(args);
+    if (!target || target.used) return originalListen.apply(this, args);
+    target.used = true;
+    // Keep the caller's callback (last function argument) and drop host/backlog: the socket is bound.
+    const cb = args.reverse().find((a) => typeof a === 'function');
+    servers.add(this);
+    track(this);
+    originalListen.call(this, { fd: target.fd }, () => {
+      if (!readySent) {
+        readySent = true;
+        const fd = Number(env.READY_FD);
+        if (fd > 0) {
+          try { fs.writeSync(fd, '\n'); fs.closeSync(fd); } catch (e) { /* the agent will time out and say so */ }
+        }
+      }
+    });
+    if (cb) this.once('listening', cb);
+    return this;
+  };
+
+  // Per server: its open connections, and which of them have a request in flight.
+  function track(server) {
+    server.__agentSockets = new Set();
+    server.on('connection', (socket) => {
+      server.__agentSockets.add(socket);
+      socket.__agentBusy = 0;
+      socket.on('close', () => {
+        server.__agentSockets.delete(socket);
+        maybeExit();
+      });
+    });
+    server.on('request', (req, res) => {
+      const socket = req.socket;
+      socket.__agentBusy++;
+      if (draining) closeAfter(res);
+      res.on('finish', () => {
+        socket.__agentBusy--;
+        // Idle again: during a drain the connection is done (Connection: close was sent).
+        if (draining && socket.__agentBusy === 0 && !socket.destroyed) socket.end();
+      });
+    });
+  }
+
+  function closeAfter(res) {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+    res.shouldKeepAlive = false;
+  }
+
+  function openConnections() {
+    let n = 0;
+    for (const s of servers) n += s.__agentSockets.size;
+    return n;
+  }
+
+  function maybeExit() {
+    if (!draining || openConnections() > 0) return;
+    // Give the app's own handlers for the signal a moment to finish; an unref'd timer does not
+    // keep the process alive, so if nothing else does, Node exits by itself sooner.
+    setTimeout(() => process.exit(0), exitGraceMs).unref();
+  }
+
+  if (!drainEnabled) return;
+  process.on(signal, () => {
+    if (draining) return;
+    draining = true;
+    for (const server of servers) {
+      // Stop accepting. net's close, not http's: since Node 19 http's also drops idle
+      // connections at once. The agent still holds the socket, so nothing queued is lost.
+      net.Server.prototype.close.call(server);
+      for (const socket of server.__agentSockets) {
+        if (socket.__agentBusy > 0) {
+          // In flight: its response says Connection: close (requests from now on get it in the
+          // 'request' hook), and the socket ends when the response is done.
+          if (socket._httpMessage) closeAfter(socket._httpMessage);
+        } else {
+          setTimeout(() => { if (socket.__agentBusy === 0 && !socket.destroyed) socket.end(); }, idleGraceMs).unref();
+        }
+      }
+    }
+    maybeExit();
+  });
+  // Registering a handler replaced Node's default "exit on SIGTERM". If the app has its own
+  // handler that exits, it still does; if not, we exit when the drain is done.
+}
