@@ -86,20 +86,31 @@ function install() {
         maybeExit();
       });
     });
-    server.on('request', (req, res) => {
+    // Before the app's handler: during a drain the response must say Connection: close before
+    // the app writes it (a handler that answers at once sends its headers synchronously).
+    server.prependListener('request', (req, res) => {
       const socket = req.socket;
       socket.__agentBusy++;
       if (draining) closeAfter(res);
       res.on('finish', () => {
         socket.__agentBusy--;
-        // Idle again: during a drain the connection is done (Connection: close was sent).
-        if (draining && socket.__agentBusy === 0 && !socket.destroyed) socket.end();
+        // A response that went out before the drain began did not say Connection: close, so the
+        // client will send its next request here: treat the socket as idle, not as done.
+        if (draining && socket.__agentBusy === 0) closeWhenIdle(socket);
       });
     });
   }
 
+  // Answer the next request on `socket` with Connection: close, or close it if none comes soon.
+  function closeWhenIdle(socket) {
+    setTimeout(() => { if (socket.__agentBusy === 0 && !socket.destroyed) socket.end(); }, idleGraceMs).unref();
+  }
+
+  // Make `res` the connection's last response. Too late once its headers are out: then the
+  // client expects to go on, and the socket is treated as idle when the response is done.
   function closeAfter(res) {
-    if (!res.headersSent) res.setHeader('Connection', 'close');
+    if (res.headersSent) return;
+    res.setHeader('Connection', 'close');
     res.shouldKeepAlive = false;
   }
 
@@ -130,7 +141,7 @@ function install() {
           // 'request' hook), and the socket ends when the response is done.
           if (socket._httpMessage) closeAfter(socket._httpMessage);
         } else {
-          setTimeout(() => { if (socket.__agentBusy === 0 && !socket.destroyed) socket.end(); }, idleGraceMs).unref();
+          closeWhenIdle(socket);
         }
       }
     }

@@ -8,6 +8,7 @@
 // no connection is left. Run by hand, it listens on $PORT (default 4000).
 const fs = require('fs');
 const http = require('http');
+const net = require('net');
 
 const version = require('./package.json').version;
 const release = process.env.APP_RELEASE || 'dev';
@@ -29,7 +30,10 @@ server.listen(inherited ? { fd: 3 } : Number(process.env.PORT || 4000), () => {
 });
 
 process.on('SIGTERM', () => {
-  draining = true;
-  server.close(() => process.exit(0));  // stop accepting; exits once every connection is gone
-  server.closeIdleConnections();        // idle keep-alive sockets go now, busy ones after their reply
+  draining = true;  // from now on every response says Connection: close
+  // Stop accepting, and exit once the last connection is gone. net's close, not http's: since
+  // Node 19 http's also drops idle keep-alive connections at once, racing a client that is just
+  // sending its next request. An idle client gets a moment to send it (and be told to close).
+  net.Server.prototype.close.call(server, () => process.exit(0));
+  setTimeout(() => server.closeIdleConnections(), 250).unref();
 });
