@@ -241,3 +241,25 @@ TEST_CASE("executability is judged for the worker's account, not the agent's") {
   CHECK(err.find("is not executable by nobody") != std::string::npos);
   if (::geteuid() == 0) CHECK(resolve_command("owner-only", env, f.ctx.release_dir, f.ctx.account, &resolved, &err));
 }
+
+TEST_CASE("shim = node: NODE_OPTIONS keeps what was there, PORT and the drain signal are set") {
+  Fixture f;
+  f.app.shim = "node";
+  f.app.inherit.push_back("NODE_OPTIONS");
+  f.ctx.agent_environ = {"PATH=/usr/bin", "NODE_OPTIONS=--max-old-space-size=512"};
+  f.ctx.node_shim = "/opt/agent/share/deploy-agent/shims/node/shim.js";
+  LaunchEnv env = f.build();
+  CHECK(value(env, "NODE_OPTIONS") == "--max-old-space-size=512 --require \"/opt/agent/share/deploy-agent/shims/node/shim.js\"");
+  CHECK(value(env, "PORT") == "8197");
+  CHECK(value(env, "AGENT_DRAIN_SIGNAL") == "SIGTERM");
+  CHECK(value(env, "AGENT_LISTEN") == "127.0.0.1:8197");
+
+  f.app.env = {{"PORT", "9000"}};  // the operator's word wins for PORT
+  CHECK(value(f.build(), "PORT") == "9000");
+
+  f.ctx.node_shim.clear();
+  LaunchEnv broken;
+  std::string err;
+  CHECK_FALSE(LaunchEnv::build(f.app, f.ctx, &broken, &err));
+  CHECK(err.find("shim = \"node\": the agent's Node shim is not installed (looked in ") == 0);
+}
