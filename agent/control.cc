@@ -17,6 +17,7 @@ namespace agent {
 namespace {
 
 constexpr size_t kMaxRequest = 64 * 1024;
+constexpr std::chrono::milliseconds kRequestDeadline{10'000};
 
 bool make_addr(const std::string& path, sockaddr_un* addr, std::string* err) {
   *addr = sockaddr_un{};
@@ -77,6 +78,12 @@ void Session::flush() {
     }
     return close();  // the client went away
   }
+  if (fd_ >= 0 && out_.empty() && writable_watch_) {
+    // All written: stop asking for writability, or level-triggered epoll spins the loop.
+    loop_.remove(watch_);
+    watch_ = 0;
+    writable_watch_ = false;
+  }
   if (fd_ >= 0 && out_.empty() && finishing_) close();
 }
 
@@ -120,6 +127,17 @@ bool ControlServer::listen(const std::string& path, long gid, std::string* err) 
 void ControlServer::accept_all() {
   while (true) {
     int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
+      // Out of fds: the pending connection keeps the socket readable, and accepting again at
+      // once would spin. Pause, let workers and clients free some, try again.
+      spdlog::error("control socket: cannot accept: {}; pausing 200ms", std::strerror(errno));
+      loop_.remove(watch_);
+      watch_ = 0;
+      loop_.after(std::chrono::milliseconds(200), [this] {
+        if (!watch_) watch_ = loop_.add(fd_, EPOLLIN, [this](std::uint32_t) { accept_all(); });
+      });
+      return;
+    }
     if (c < 0) return;
     ucred cred{};
     socklen_t len = sizeof cred;
@@ -131,6 +149,15 @@ void ControlServer::accept_all() {
     s->self_ = s;
     Session* raw = s.get();
     sessions_[raw] = s;
+    // A client that connects and says nothing must not hold an fd forever.
+    s->deadline_ = loop_.after(kRequestDeadline, [this, raw] {
+      auto it = sessions_.find(raw);
+      if (it == sessions_.end()) return;
+      std::shared_ptr<Session> idle = it->second;
+      sessions_.erase(it);
+      idle->deadline_ = 0;
+      idle->finish(false, "no complete request within 10s");
+    });
     s->watch_ = loop_.add(c, EPOLLIN | EPOLLRDHUP, [this, raw](std::uint32_t) {
       auto it = sessions_.find(raw);
       if (it == sessions_.end()) return;
@@ -142,6 +169,7 @@ void ControlServer::accept_all() {
           s->in_.append(buf, static_cast<size_t>(n));
           if (s->in_.size() > kMaxRequest && s->in_.find('\n') == std::string::npos) {
             s->finish(false, "request too large (over 64 KiB)");
+            loop_.cancel(s->deadline_);
             sessions_.erase(it);
             return;
           }
@@ -152,6 +180,7 @@ void ControlServer::accept_all() {
         // EOF before a full line: answer what we have, if anything.
         if (s->in_.empty()) {
           s->close();
+          loop_.cancel(s->deadline_);
           sessions_.erase(it);
           return;
         }
@@ -162,6 +191,8 @@ void ControlServer::accept_all() {
       if (nl == std::string::npos) return;  // wait for the rest of the line
       std::string line = s->in_.substr(0, nl);
       sessions_.erase(it);  // from now on the handler owns the session
+      loop_.cancel(s->deadline_);
+      s->deadline_ = 0;
       // Stop reading: one request per connection.
       loop_.remove(s->watch_);
       s->watch_ = 0;

@@ -42,6 +42,7 @@ class Session {
   uid_t uid_;
   pid_t pid_;
   EventLoop::Id watch_ = 0;
+  EventLoop::Id deadline_ = 0;  // until the request line is complete
   std::string in_, out_;
   bool finishing_ = false, writable_watch_ = false;
   std::function<void(std::shared_ptr<Session>, nlohmann::json)> on_request_;

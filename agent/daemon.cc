@@ -6,10 +6,12 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <cerrno>
 #include <cstring>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -72,6 +74,13 @@ bool Daemon::start(std::string* err) {
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
   alerts_ = std::make_unique<Alerts>(cfg_.agent.state_dir + "/alerts.jsonl");
+  // Each worker holds a few fds in the agent (pidfd, pipes): take the hard limit, not the
+  // default soft 1024, so a large `instances` does not run out.
+  rlimit nofile {};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   sigset_t mask;
   sigemptyset(&mask);
@@ -136,6 +145,10 @@ void Daemon::begin_shutdown() {
 }
 
 void Daemon::reload_config() {
+  if (shutting_down_) {
+    spdlog::warn("SIGHUP ignored: the agent is shutting down");
+    return;
+  }
   Config next;
   std::vector<ConfigError> errors;
   if (!load_config(config_path_, &next, &errors)) {
@@ -176,6 +189,7 @@ void Daemon::reload_config() {
     raw->shutdown([this, raw] {
       loop_.post([this, raw] {
         std::erase_if(retired_, [raw](const auto& p) { return p.get() == raw; });
+        close_unused_sockets();
       });
     });
   }
@@ -190,6 +204,23 @@ void Daemon::reload_config() {
     else spdlog::info("SIGHUP: app {} added", app.name);
   }
   spdlog::info("SIGHUP: config reloaded from {}", config_path_);
+}
+
+// A removed app's address is closed once its workers are gone, so connections to it are
+// refused rather than left to queue forever.
+void Daemon::close_unused_sockets() {
+  std::set<std::string> used;
+  for (const auto& app : cfg_.apps)
+    for (const auto& l : app.listen) used.insert(l.canonical());
+  for (auto it = sockets_.begin(); it != sockets_.end();) {
+    if (used.count(it->first)) {
+      ++it;
+      continue;
+    }
+    spdlog::info("no app listens on {} any more: closed", it->first);
+    ::close(it->second);
+    it = sockets_.erase(it);
+  }
 }
 
 bool Daemon::authorized(uid_t uid) const {

@@ -35,6 +35,7 @@ class Daemon {
   void begin_shutdown();
   void on_request(std::shared_ptr<Session> s, const nlohmann::json& req);
   bool authorized(uid_t uid) const;
+  void close_unused_sockets();
 
   std::string config_path_;
   Config cfg_;

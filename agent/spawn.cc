@@ -85,6 +85,11 @@ bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
+    // The error pipe and /dev/null go above the fds we hand over first, so no dup2 below can
+    // overwrite them (and /dev/null never lands on 0-2 with close-on-exec still set).
+    int ep = ::fcntl(errpipe[1], F_DUPFD_CLOEXEC, highest);
+    if (ep < 0) ::_exit(127);
+    errpipe[1] = ep;
     if (::setsid() < 0) child_fail(errpipe[1], kSetsid);
     // Move every fd we pass above the target range first, so dup2 cannot clobber a source.
     int moved[64];
@@ -97,7 +102,8 @@ bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
     for (int i = 0; i < nlisten && i < 64; ++i)
       if (::dup2(moved[i], 3 + i) < 0) child_fail(errpipe[1], kDupListen);  // dup2 clears CLOEXEC
     if (ready >= 0 && ::dup2(ready, 3 + nlisten) < 0) child_fail(errpipe[1], kDupReady);
-    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    int devnull_low = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    int devnull = devnull_low < 0 ? -1 : ::fcntl(devnull_low, F_DUPFD_CLOEXEC, highest);
     if (devnull < 0) child_fail(errpipe[1], kDevNull);
     if (::dup2(devnull, 0) < 0 || ::dup2(outfd >= 0 ? outfd : devnull, 1) < 0 || ::dup2(errfd >= 0 ? errfd : devnull, 2) < 0)
       child_fail(errpipe[1], kDupOutput);

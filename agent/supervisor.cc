@@ -95,12 +95,21 @@ AppSupervisor::AppSupervisor(EventLoop& loop, Alerts& alerts, AgentSettings agen
 AppSupervisor::~AppSupervisor() {
   for (auto& [id, t] : threads_)
     if (t.joinable()) t.join();
+  // Nothing registered with the loop may outlive us: unwatch and cancel before closing.
   for (auto& [pid, w] : workers_) {
+    for (EventLoop::Id t : {w->ready_timer, w->delay_timer, w->drain_timer, w->kill_timer}) loop_.cancel(t);
+    for (EventLoop::Id watch : {w->pid_watch, w->ready_watch}) loop_.remove(watch);
     if (w->pidfd >= 0) ::close(w->pidfd);
     if (w->errpipe >= 0) ::close(w->errpipe);
     if (w->ready_fd >= 0) ::close(w->ready_fd);
   }
-  for (auto& [fd, p] : pipes_) ::close(fd);
+  for (auto& [fd, p] : pipes_) {
+    loop_.remove(p->watch);
+    ::close(fd);
+  }
+  for (auto& slot : slots_) loop_.cancel(slot.restart_timer);
+  loop_.cancel(memory_timer_);
+  loop_.remove(notify_watch_);
   if (notify_fd_ >= 0) ::close(notify_fd_);
 }
 
@@ -115,7 +124,8 @@ bool AppSupervisor::init(std::string* err) {
   // sd_notify readiness: one datagram socket per app in the abstract namespace (no file to
   // clean up, no path length trouble). The sender's pid comes from SCM_CREDENTIALS, set by the
   // kernel, so a worker cannot report ready for another.
-  notify_name_ = "@deploy-agent/" + std::to_string(::getpid()) + "/" + app_.name;
+  static int instance = 0;  // an app removed and added again by SIGHUP must not collide with its predecessor
+  notify_name_ = "@deploy-agent/" + std::to_string(::getpid()) + "/" + app_.name + "/" + std::to_string(++instance);
   notify_fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -184,9 +194,10 @@ void AppSupervisor::start_op(OpRequest op) {
       req.linked_dirs = app_.linked_dirs;
       req.uid = r.uid;
       EventLoop* loop = &loop_;
-      req.progress = [loop, this](const std::string& line) {
-        loop->post_from_thread([this, line] {
-          if (phase_ == Phase::Staging) say(line);
+      std::weak_ptr<bool> alive = alive_;
+      req.progress = [loop, alive, this](const std::string& line) {
+        loop->post_from_thread([alive, this, line] {
+          if (!alive.expired() && phase_ == Phase::Staging) say(line);
         });
       };
       auto result = std::make_shared<std::tuple<bool, releases::Release, std::string>>(false, releases::Release{}, "staging stopped unexpectedly (see the agent's log)");
@@ -232,8 +243,8 @@ void AppSupervisor::start_op(OpRequest op) {
       if (!preflight(*cur, nullptr)) return;
       for (size_t i = 0; i < slots_.size(); ++i) {
         Slot& slot = slots_[i];
-        if (slot.release.empty()) slot.release = *cur;
         if (slot.serving || slot.incoming) continue;
+        slot.release = *cur;  // a start runs what is current, whatever a slot ran before
         if (slot.restart_timer) loop_.cancel(slot.restart_timer), slot.restart_timer = 0;
         std::string err;
         if (!spawn_worker(static_cast<int>(i), slot.release, false, &err)) return finish_op(false, err);
@@ -345,7 +356,7 @@ void AppSupervisor::advance() {
         const Worker* w = slot.serving ? find(slot.serving) : nullptr;
         if (!w || w->state != WorkerState::Ready) return;
       }
-      return finish_op(true, "running " + std::to_string(slots_.size()) + " workers on " + slots_[0].release);
+      return finish_op(true, "running " + std::to_string(slots_.size()) + " workers on " + (slots_.empty() ? "" : slots_[0].release));
     }
     case Phase::Stopping: {
       if (!workers_.empty()) return;
@@ -389,7 +400,7 @@ void AppSupervisor::advance() {
   for (int s : ro.batch) {
     Slot& slot = slots_[static_cast<size_t>(s)];
     pid_t old = slot.serving;
-    if (!ro.reverting) ro.previous[s] = slot.release.empty() ? ro.target : slot.release;
+    if (!ro.reverting) ro.previous[s] = slot.release;  // "" when the slot never ran anything
     slot.serving = slot.incoming;
     slot.incoming = 0;
     slot.release = ro.reverting ? ro.previous[s] : ro.target;
@@ -411,6 +422,10 @@ void AppSupervisor::fail_rollout(const std::string& reason) {
   ro.batch.clear();
   if (ro.reverting) {
     // The old release does not start either: keep whatever serves, and say so loudly.
+    std::string jerr;
+    bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
+    if (marks_release && !store_.record_failed(ro.target, ro.failure, running_ ? running_->uid : -1, &jerr))
+      spdlog::error("{}: journal: {}", app_.name, jerr);
     alerts_.raise({app_.name, "rollout_failed", "reverting " + ro.target + " failed too: " + reason,
                    "the workers that still run keep serving; see agent status " + app_.name, 0, ro.target});
     phase_ = Phase::Idle;
@@ -419,7 +434,18 @@ void AppSupervisor::fail_rollout(const std::string& reason) {
   say("failed: " + reason + (ro.swapped.empty() ? "" : "; swapping " + std::to_string(ro.swapped.size()) + " slots back"));
   ro.failure = reason;
   ro.reverting = true;
-  ro.todo.assign(ro.swapped.rbegin(), ro.swapped.rend());
+  ro.todo.clear();
+  for (auto it = ro.swapped.rbegin(); it != ro.swapped.rend(); ++it) {
+    Slot& slot = slots_[static_cast<size_t>(*it)];
+    if (!ro.previous[*it].empty()) {
+      ro.todo.push_back(*it);
+      continue;
+    }
+    // Nothing ran here before (a first deploy): going back means running nothing.
+    if (slot.serving) drain(slot.serving, "rollout failed; nothing to go back to");
+    slot.serving = 0;
+    slot.release.clear();
+  }
   loop_.post([this] { advance(); });
 }
 
@@ -534,14 +560,19 @@ void AppSupervisor::shutdown(std::function<void()> when_empty) {
   for (const auto& [pid, w] : workers_)
     if (w->state != WorkerState::Draining) pids.push_back(pid);
   for (pid_t p : pids) drain(p, "agent shutting down");
-  if (workers_.empty() && when_empty_) loop_.post(std::exchange(when_empty_, nullptr));
+  maybe_empty();
+}
+
+void AppSupervisor::maybe_empty() {
+  if (shutting_down_ && workers_.empty() && threads_.empty() && when_empty_) loop_.post(std::exchange(when_empty_, nullptr));
 }
 
 void AppSupervisor::off_loop(std::function<void()> work, std::function<void()> then) {
   std::uint64_t id = next_thread_++;
   EventLoop* loop = &loop_;
-  // The completion runs on the loop; the supervisor outlives it because the destructor joins.
-  threads_[id] = std::thread([loop, id, this, work = std::move(work), then = std::move(then)]() mutable {
+  std::weak_ptr<bool> alive = alive_;
+  // The completion runs on the loop, and only if the supervisor still exists then.
+  threads_[id] = std::thread([loop, id, alive, this, work = std::move(work), then = std::move(then)]() mutable {
     try {
       work();  // reports its own errors; an exception here is a bug, and must not end the agent
     } catch (const std::exception& e) {
@@ -549,13 +580,15 @@ void AppSupervisor::off_loop(std::function<void()> work, std::function<void()> t
     } catch (...) {
       spdlog::error("{}: background work threw", app_.name);
     }
-    loop->post_from_thread([this, id, then = std::move(then)] {
+    loop->post_from_thread([alive, this, id, then = std::move(then)] {
+      if (alive.expired()) return;
       auto it = threads_.find(id);
       if (it != threads_.end()) {
         it->second.join();
         threads_.erase(it);
       }
       then();
+      maybe_empty();
     });
   });
 }
@@ -646,7 +679,7 @@ pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool inc
   w->pid_watch = loop_.add(sp.pidfd, EPOLLIN, [this, pid](std::uint32_t) { on_exit(pid); });
   if (w->ready_fd >= 0) w->ready_watch = loop_.add(w->ready_fd, EPOLLIN, [this, pid](std::uint32_t) { on_ready_data(pid); });
   w->ready_timer = loop_.after(app_.ready_timeout, [this, pid] { on_ready_timeout(pid); });
-  if (app_.ready == ReadyMode::Delay) loop_.after(app_.ready_delay, [this, pid] { mark_ready(pid); });
+  if (app_.ready == ReadyMode::Delay) w->delay_timer = loop_.after(app_.ready_delay, [this, pid] { mark_ready(pid); });
   watch_output(out[0], slot, pid, "out");
   watch_output(errp[0], slot, pid, "err");
   workers_[pid] = std::move(w);
@@ -671,13 +704,15 @@ void AppSupervisor::read_output(int fd) {
   OutputPipe& pipe = *it->second;
   auto emit = [&](std::string_view line) {
     log_->write_line(now_stamp() + " " + pipe.prefix + " " + std::string(line));
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos || !find(pipe.pid)) return;
     auto& recent = recent_output_[pipe.pid];
     recent.emplace_back(line.substr(0, 300));
     if (recent.size() > 20) recent.erase(recent.begin());
   };
   char buf[16384];
-  while (true) {
+  // A few reads per wakeup: a worker that never stops writing must not starve the loop. The
+  // fd stays readable, so epoll calls back for the rest.
+  for (int reads = 0; reads < 4; ++reads) {
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n > 0) {
       pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)), emit);
@@ -697,7 +732,8 @@ std::string AppSupervisor::last_output(pid_t pid) {
   std::vector<int> fds;
   for (const auto& [fd, p] : pipes_)
     if (p->pid == pid) fds.push_back(fd);
-  for (int fd : fds) read_output(fd);
+  for (int fd : fds)
+    for (int i = 0; i < 16 && pipes_.count(fd); ++i) read_output(fd);
   auto it = recent_output_.find(pid);
   if (it == recent_output_.end()) return "";
   // What a person needs from a crash is its headline: stack frames and code excerpts are
@@ -738,6 +774,7 @@ void AppSupervisor::mark_ready(pid_t pid) {
   w->state = WorkerState::Ready;
   w->ready_at = Clock::now();
   if (w->ready_timer) loop_.cancel(w->ready_timer), w->ready_timer = 0;
+  if (w->delay_timer) loop_.cancel(w->delay_timer), w->delay_timer = 0;
   if (w->ready_watch) loop_.remove(w->ready_watch), w->ready_watch = 0;
   if (w->ready_fd >= 0) ::close(w->ready_fd), w->ready_fd = -1;
   if (w->errpipe >= 0) ::close(w->errpipe), w->errpipe = -1;  // it exec'd: nothing more to learn there
@@ -773,7 +810,7 @@ void AppSupervisor::on_exit(pid_t pid) {
   else if (w->state == WorkerState::Starting) reason += last_output(pid);
   recent_output_.erase(pid);
   w->errpipe = -1;
-  for (EventLoop::Id t : {w->ready_timer, w->drain_timer, w->kill_timer})
+  for (EventLoop::Id t : {w->ready_timer, w->delay_timer, w->drain_timer, w->kill_timer})
     if (t) loop_.cancel(t);
   for (EventLoop::Id watch : {w->pid_watch, w->ready_watch})
     if (watch) loop_.remove(watch);
@@ -806,13 +843,16 @@ void AppSupervisor::on_exit(pid_t pid) {
                        "restarting with backoff, now " + format_duration(backoff(slot->crashes)) + "; see agent logs " + app_.name,
                        pid, gone->release});
       }
-      if (phase_ == Phase::Starting && gone->state == WorkerState::Starting)
-        finish_op(false, name + " exited before ready: " + reason + " (restarting with backoff)");
+      // A start waits for every slot to be ready at once: a worker that dies meanwhile, before
+      // or after its ready, ends it (the restarts go on), so the queue behind it is not held.
+      if (phase_ == Phase::Starting)
+        finish_op(false, name + (gone->state == WorkerState::Starting ? " exited before ready: " : " exited after ready: ") +
+                             reason + " (restarting with backoff)");
     }
   }
   loop_.post([this] { advance(); });
   reconcile();
-  if (shutting_down_ && workers_.empty() && when_empty_) loop_.post(std::exchange(when_empty_, nullptr));
+  maybe_empty();
 }
 
 void AppSupervisor::drain(pid_t pid, const std::string& why) {

@@ -102,7 +102,7 @@ class AppSupervisor {
     Clock::time_point started, ready_at, drain_started;
     int pidfd = -1, errpipe = -1, ready_fd = -1;
     bool ready_eof = false;
-    EventLoop::Id pid_watch = 0, ready_watch = 0, ready_timer = 0, drain_timer = 0, kill_timer = 0;
+    EventLoop::Id pid_watch = 0, ready_watch = 0, ready_timer = 0, delay_timer = 0, drain_timer = 0, kill_timer = 0;
   };
   struct Slot {
     pid_t serving = 0, incoming = 0;
@@ -156,6 +156,8 @@ class AppSupervisor {
   void on_exit(pid_t pid);
   void drain(pid_t pid, const std::string& why);
   void check_memory();
+  /// Calls when_empty_ once no worker and no background thread is left (shutdown).
+  void maybe_empty();
   void on_notify();
   Worker* find(pid_t pid);
   std::string version_of(const std::string& release) const;
@@ -188,6 +190,8 @@ class AppSupervisor {
   std::function<void()> when_empty_;
   std::map<std::uint64_t, std::thread> threads_;  // staging and pruning; joined when they report back
   std::uint64_t next_thread_ = 1;
+  // Work posted back from threads checks this first: it expires when the supervisor is gone.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace agent

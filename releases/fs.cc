@@ -75,7 +75,7 @@ bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string&
     *err = "copy " + from_path + ": directories nested deeper than " + std::to_string(kMaxDepth);
     return false;
   }
-  int dup = ::dup(sfd);
+  int dup = ::fcntl(sfd, F_DUPFD_CLOEXEC, 0);  // never leak into a worker forked meanwhile
   if (dup < 0) return *err = errno_message("open", from_path), false;
   DIR* d = ::fdopendir(dup);
   if (!d) {
@@ -146,7 +146,7 @@ bool remove_at(int dfd, const char* name, const std::string& path, int depth, st
   Fd sub(::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (sub.fd < 0) return *err = errno_message("open", path), false;
   ::fchmod(sub.fd, 0700);  // a read-only directory copied from the source must still empty out
-  int dup = ::dup(sub.fd);
+  int dup = ::fcntl(sub.fd, F_DUPFD_CLOEXEC, 0);
   DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
   if (!d) {
     if (dup >= 0) ::close(dup);

@@ -202,6 +202,12 @@ class Agent:
             return st if good and not st["operation"] else None
         return wait_until(ok, timeout, f"{n} ready workers of {app}" + (f" on {release}" if release else ""))
 
+    def wait_drained(self, app, timeout=20):
+        """Until no worker of `app` is draining: the old workers have answered their last
+        requests (each told its client to close) and exited."""
+        return wait_until(lambda: not [w for w in self.app_status(app)["workers"] if w["role"] == "draining"],
+                          timeout, f"the old workers of {app} to finish draining")
+
     # --- files the agent writes -------------------------------------------------------------
     def journal(self, app):
         path = os.path.join(self.state, app, "journal.jsonl")

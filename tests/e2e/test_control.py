@@ -3,6 +3,7 @@ import json
 import os
 import socket
 import stat
+import time
 import unittest
 
 from harness import AgentTest, free_port, http_get
@@ -70,6 +71,31 @@ class Control(AgentTest):
         text = self.a.cli("status").stdout
         self.assertIn("web: running, current " + st["current"] + " (version 1.0.0)", text)
         self.assertIn("SLOT  PID", text)
+
+
+    def test_a_client_that_says_nothing_is_dropped(self):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(20)
+        s.connect(self.a.socket)
+        t0 = time.monotonic()
+        reply = s.recv(4096).decode()  # blocks until the daemon gives up on us
+        self.assertIn("no complete request within 10s", reply)
+        self.assertAlmostEqual(time.monotonic() - t0, 10, delta=2)
+        s.close()
+
+    def test_a_worker_flooding_its_output_does_not_starve_the_daemon(self):
+        port = free_port()
+        self.a.apps.append({"name": "noisy", "command": ["node", "server.js"], "listen": [f"127.0.0.1:{port}"],
+                            "instances": 2})
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        r = self.a.cli("deploy", "noisy", "--from", self.a.make_release("1.0.0", {"flood_output": True}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for _ in range(5):
+            t0 = time.monotonic()
+            self.assertEqual(self.a.cli("status").returncode, 0)
+            self.assertLess(time.monotonic() - t0, 1.5, "status was slow: the loop is starved")
+        self.assertIn("release=", http_get(self.port))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Crashes: a killed worker is replaced with backoff; a crash-looping release raises the alert."""
 import os
+import shutil
 import signal
 import unittest
 
@@ -37,6 +38,29 @@ class Crash(AgentTest):
         delays = [l.rsplit("restarting in ", 1)[1] for l in a.output().splitlines() if "restarting in " in l]
         self.assertEqual(delays[:5], ["100ms", "200ms", "400ms", "800ms", "1.6s"])
         self.assertEqual(len(a.alerts("crash_loop")), 1, "one alert per loop, not one per crash")
+
+
+    def test_a_start_that_cannot_hold_does_not_block_the_queue(self):
+        port = free_port()
+        a = self.agent([{"name": "web", "command": ["node", "server.js"], "instances": 3, "listen": [f"127.0.0.1:{port}"]}])
+        a.start(wait_ready=False)
+        self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.0")).returncode, 0)
+        # Worker 2 is ready at once and dies 5ms later; workers 0 and 1 take 800ms to listen. The
+        # three are never ready at the same moment: the start must fail, not wait forever.
+        knobs = {"listen_delay_ms": 800, "per_worker": {"2": {"listen_delay_ms": 0, "exit_after_ready_ms": 5}}}
+        bad = a.make_release("1.0.2", knobs)
+        # A restart starts every slot at once (a rolling deploy would promote worker 2 alone). Put
+        # the bad release in place as current by hand, as a plain copy, then restart.
+        rel = os.path.join(a.state, "web", "releases", "20990101T000000Z-1.0.2")
+        shutil.copytree(bad, rel)
+        os.symlink("releases/20990101T000000Z-1.0.2", os.path.join(a.state, "web", "current.new"))
+        os.rename(os.path.join(a.state, "web", "current.new"), os.path.join(a.state, "web", "current"))
+        r = a.cli("restart", "web", timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("exited after ready", r.stderr)
+        fixed = a.cli("deploy", "web", "--from", a.make_release("1.0.3"), timeout=30)
+        self.assertEqual(fixed.returncode, 0, fixed.stdout + fixed.stderr)
+        a.wait_serving("web", 3, release=a.current("web"))
 
 
 if __name__ == "__main__":

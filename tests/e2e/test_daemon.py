@@ -1,5 +1,6 @@
 """The daemon's life: SIGHUP (good and broken configs), scaling, start/stop/restart, SIGTERM."""
 import os
+import signal
 import subprocess
 import unittest
 
@@ -84,6 +85,45 @@ class Daemon(AgentTest):
         # Restart on the same state: the current release comes back by itself.
         self.a.start()
         self.assertIn("version=1.0.0", http_get(self.port))
+
+
+    def test_sighup_during_shutdown_is_ignored_and_the_agent_still_exits(self):
+        self.a.apps[0]["drain_timeout"] = "1s"
+        self.a.apps[0]["kill_timeout"] = "2s"
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        self.assertEqual(self.a.cli("deploy", "web", "--from", self.a.make_release("1.1.0", {"ignore_term": True})).returncode, 0)
+        pids = [w["pid"] for w in self.a.serving("web")]
+        self.a.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "SIGTERM: draining every worker" in self.a.output(), 5, "the shutdown to begin")
+        self.a.proc.send_signal(signal.SIGHUP)
+        self.assertEqual(self.a.proc.wait(15), 0)
+        self.assertIn("SIGHUP ignored: the agent is shutting down", self.a.output())
+        for pid in pids:
+            self.assertFalse(os.path.exists(f"/proc/{pid}"))
+
+    def test_app_removed_mid_operation_and_added_again(self):
+        self.a.apps[0]["ready"] = "delay"
+        self.a.apps[0]["ready_delay"] = "1500ms"
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        reload = self.a.cli_async("reload", "web")
+        wait_until(lambda: self.a.app_status("web")["state"] == "rolling", 5, "the reload to start")
+        apps = self.a.apps
+        self.a.apps = [{"name": "other", "command": ["node", "server.js"], "listen": [f"127.0.0.1:{free_port()}"]}]
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        out, err = reload.communicate(timeout=20)
+        self.assertIn("shutting down", err)  # the removed app's operation was cancelled, and said so
+        wait_until(lambda: not [x for x in self.a.try_status()["apps"] if x["app"] == "web"], 5, "web to be gone")
+        wait_until(lambda: "no app listens on 127.0.0.1:%d any more" % self.port in self.a.output(), 20,
+                   "web's socket to be closed once its workers drained")
+        self.a.apps = apps  # and back again, on the same port
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        self.a.wait_serving("web", 2)
+        self.assertIn("release=", http_get(self.port))
+        self.assertIsNone(self.a.proc.poll(), "the agent must still be running")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import os
 import unittest
 
-from harness import AgentTest, Load, free_port, http_get
+from harness import AgentTest, Load, free_port, http_get, wait_until
 
 
 class Revert(AgentTest):
@@ -76,6 +76,22 @@ class Revert(AgentTest):
         self.assertIn('command "no-such-runtime" is not on the launch PATH', r.stderr)
         self.assertEqual({w["pid"] for w in self.a.serving("web")}, pids)  # nothing was touched
         self.assertEqual(self.a.alerts("deploy_refused")[-1]["app"], "web")
+
+
+class FirstDeploy(AgentTest):
+    def test_failed_first_deploy_leaves_nothing_running(self):
+        port = free_port()
+        a = self.agent([{"name": "web", "command": ["node", "server.js"], "instances": 2, "listen": [f"127.0.0.1:{port}"]}])
+        a.start(wait_ready=False)
+        r = a.cli("deploy", "web", "--from", a.make_release("1.0.0", {"throw_at_start_from_worker": 1}))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nothing to go back to", r.stdout)
+        wait_until(lambda: a.app_status("web")["workers"] == [], 10, "the half-started release to be gone")
+        self.assertIsNone(a.current("web"))
+        self.assertEqual(a.journal("web")[-1]["event"], "failed")
+        # And the next, good deploy simply works.
+        self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.1")).returncode, 0)
+        self.assertIn("version=1.0.1", http_get(port))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Rollback(AgentTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("rolling back to " + ids[1], r.stdout)
         self.assertEqual(a.current("web"), ids[1])
+        a.wait_drained("web")
         load.expect_only(ids[1])
         for _ in range(50):
             self.assertIn("release=" + ids[1], http_get(port))

@@ -26,8 +26,9 @@ class RollingSwap(AgentTest):
         new = a.current("web")
         self.assertNotEqual(new, first)
         self.assertTrue(new.endswith("-1.1.0"))
-        load.expect_only(new)
         a.wait_serving("web", 4, release=new)
+        a.wait_drained("web")  # an old worker answers the last request on each of its connections
+        load.expect_only(new)
         # The load keeps running while we ask 100 more times: only the new release may answer.
         for _ in range(100):
             self.assertIn("release=" + new, http_get(port))

@@ -42,6 +42,7 @@ class Shim(AgentTest):
         r = a.cli("deploy", "web", "--from", a.make_release("2.0.0", tree=tree))
         self.assertEqual(r.returncode, 0, r.stderr)
         new = a.current("web")
+        a.wait_drained("web")
         load.expect_only(new)
         for _ in range(100):
             self.assertIn("release=" + new, http_get(port))
