@@ -103,6 +103,16 @@ class Agent:
             json.dump({"name": "fixture", "version": version, "knobs": knobs or {}}, f)
         return d
 
+    def make_python_release(self, version):
+        """A source tree of apps/notify_worker.py (a Python worker) with a VERSION marker."""
+        self.versions += 1
+        d = os.path.join(self.dir, f"pysrc-{self.versions}-{version}")
+        os.makedirs(d)
+        shutil.copy(os.path.join(HERE, "apps", "notify_worker.py"), d)
+        with open(os.path.join(d, "VERSION"), "w") as f:
+            f.write(version + "\n")
+        return d
+
     # --- the daemon ------------------------------------------------------------------------
     def start(self, wait_ready=True):
         self.out = open(os.path.join(self.dir, "agent.out"), "a")

@@ -2,11 +2,10 @@
 session, the release as cwd, and the configured account when the agent is root."""
 import http.client
 import os
-import shutil
 import socket
 import unittest
 
-from harness import HERE, AgentTest, free_port, http_get
+from harness import AgentTest, free_port, http_get
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -24,13 +23,8 @@ class Process(AgentTest):
         app = {"name": "py", "command": ["python3", "notify_worker.py"], "listen": listen, "ready": "notify",
                "watch": "VERSION", "ready_timeout": "5s", **extra}
         a = self.agent([app])
-        src = os.path.join(a.dir, "pysrc")
-        os.makedirs(src)
-        shutil.copy(os.path.join(HERE, "apps", "notify_worker.py"), src)
-        with open(os.path.join(src, "VERSION"), "w") as f:
-            f.write("1.0.0\n")
         a.start(wait_ready=False)
-        r = a.cli("deploy", "py", "--from", src)
+        r = a.cli("deploy", "py", "--from", a.make_python_release("1.0.0"))
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return a
 

@@ -1,27 +1,19 @@
 """Readiness modes other than fd: sd_notify (sender pid checked) and a fixed delay; and a
 worker that is not Node at all."""
-import os
-import shutil
+import re
 import unittest
 
-from harness import HERE, AgentTest, free_port, http_get
+from harness import AgentTest, free_port, http_get
 
 
 class Ready(AgentTest):
     def python_app(self, args, ready, **extra):
         port = free_port()
-        app = {"name": "py", "command": ["python3", "notify_worker.py", *args], "instances": 2,
+        app = {"name": "py", "command": ["python3", "notify_worker.py", *args], "instances": 2, "watch": "VERSION",
                "listen": [f"127.0.0.1:{port}"], "ready": ready, "ready_timeout": "3s", **extra}
         a = self.agent([app])
-        src = os.path.join(a.dir, "pysrc")
-        os.makedirs(src)
-        shutil.copy(os.path.join(HERE, "apps", "notify_worker.py"), src)
-        with open(os.path.join(src, "VERSION"), "w") as f:
-            f.write("7.0.0\n")
-        app["watch"] = "VERSION"
-        a.write_config()
         a.start(wait_ready=False)
-        return a, port, src
+        return a, port, a.make_python_release("7.0.0")
 
     def test_notify_ready(self):
         a, port, src = self.python_app([], "notify")
@@ -41,7 +33,11 @@ class Ready(AgentTest):
         a, port, src = self.python_app(["no-notify-needed"], "delay", ready_delay="300ms")
         r = a.cli("deploy", "py", "--from", src)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("ready in 300ms", r.stdout)
+        delays = [int(m) for m in re.findall(r"ready in (\d+)ms", r.stdout)]
+        self.assertEqual(len(delays), 2, r.stdout)
+        for d in delays:
+            self.assertGreaterEqual(d, 300)  # never before ready_delay
+            self.assertLess(d, 600)
 
 
 if __name__ == "__main__":
