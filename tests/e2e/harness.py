@@ -256,7 +256,17 @@ class Load:
         self.proc.send_signal(signal.SIGUSR2)
         wait_until(lambda: os.path.exists(self.summary + ".marked"), 5, "the load generator to take the mark")
 
-    def stop(self):
+    def answered(self):
+        try:
+            with open(self.summary + ".progress") as f:
+                return int(f.read() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def stop(self, at_least=50):
+        """Stops the load once at least `at_least` requests were answered (a fast operation
+        may be over before then; what runs after it must not fail either), and returns the summary."""
+        wait_until(lambda: self.answered() >= at_least, 15, f"{at_least} requests to be answered")
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
         with open(self.summary) as f:

@@ -67,6 +67,8 @@ const loops = [];
 for (let i = 0; i < Number(keepLoops); i++) loops.push(loop(keep));
 for (let i = 0; i < Number(freshLoops); i++) loops.push(loop(fresh));
 fs.writeFileSync(summaryFile + '.started', '1');
+// How many answered so far, for a test that wants a minimum of traffic before it stops us.
+setInterval(() => fs.writeFileSync(summaryFile + '.progress', String(s.ok + s.failed)), 50).unref();
 process.on('SIGTERM', async () => {
   running = false;
   await Promise.all(loops);

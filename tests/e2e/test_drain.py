@@ -35,6 +35,8 @@ class Drain(AgentTest):
         self.assertNoFailures(load.stop())
 
         wait_until(lambda: len(a.alerts("worker_killed")) >= 2, 15, "both stuck workers to be killed")
+        # The alert goes out with the SIGKILL; the exit is seen a moment later, through the pidfd.
+        wait_until(lambda: a.output().count("killed by SIGKILL after draining") >= 2, 5, "both kills to be reaped")
 
         out = a.output().splitlines()
         for pid in stuck:

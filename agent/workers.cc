@@ -1,0 +1,371 @@
+#include "agent/supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <spdlog/spdlog.h>
+
+#include "agent/spawn.h"
+#include "agent/supervisor_util.h"
+
+// One worker's life: spawning it with its launch environment, its readiness, its output, its
+// exit (a crash, or the end of a drain), the drain itself, the memory check, sd_notify.
+namespace agent {
+
+using namespace supervisor_util;
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+AppSupervisor::Worker* AppSupervisor::find(pid_t pid) {
+  auto it = workers_.find(pid);
+  return it == workers_.end() ? nullptr : it->second.get();
+}
+
+std::string AppSupervisor::version_of(const std::string& release) const {
+  std::string v, raw, err;
+  return releases::read_version(store_.release_dir(release), app_.watch, &v, &raw, &err) ? v : "";
+}
+
+LaunchContext AppSupervisor::launch_context(const std::string& release, int slot) const {
+  LaunchContext ctx;
+  ctx.release_dir = store_.release_dir(release);
+  ctx.release_id = release;
+  ctx.version = version_of(release);
+  ctx.agent_environ = environ_;
+  ctx.notify_socket = notify_name_;
+  ctx.node_shim = find_node_shim(nullptr);
+  ctx.worker = slot;
+  return ctx;
+}
+
+std::string AppSupervisor::worker_name(const Worker& w) const {
+  return "worker " + std::to_string(w.slot) + " (pid " + std::to_string(w.pid) + ", release " + w.release + ")";
+}
+
+pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool incoming, std::string* err) {
+  // The environment is built now, from the config as it is now: nothing is cached.
+  LaunchContext ctx = launch_context(release, slot);
+  LaunchEnv env;
+  std::string path;
+  if (!lookup_account(app_, &ctx.account, err) || !LaunchEnv::build(app_, ctx, &env, err) ||
+      !resolve_command(app_.command[0], env, ctx.release_dir, ctx.account, &path, err))
+    return 0;
+
+  int ready[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int fd : {ready[0], ready[1], out[0], out[1], errp[0], errp[1]})
+      if (fd >= 0) ::close(fd);
+  };
+  if ((app_.ready == ReadyMode::Fd && ::pipe2(ready, O_CLOEXEC | O_NONBLOCK) != 0) || ::pipe2(out, O_CLOEXEC) != 0 ||
+      ::pipe2(errp, O_CLOEXEC) != 0) {
+    *err = std::string("pipe: ") + std::strerror(errno);
+    close_all();
+    return 0;
+  }
+  // The worker's ends block as usual; ours do not.
+  ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+  ::fcntl(errp[0], F_SETFL, O_NONBLOCK);
+
+  SpawnRequest req;
+  req.path = path;
+  req.argv = app_.command;
+  req.envp = env.envp();
+  req.listen_fds = listen_fds_;
+  req.ready_fd = ready[1];
+  req.stdout_fd = out[1];
+  req.stderr_fd = errp[1];
+  req.cwd = ctx.release_dir;
+  bool drop = ::geteuid() == 0 && ctx.account.uid != 0;
+  req.drop_to = drop ? &ctx.account : nullptr;
+  Spawned sp;
+  if (!spawn_process(req, &sp, err)) {
+    close_all();
+    return 0;
+  }
+  for (int fd : {ready[1], out[1], errp[1]})
+    if (fd >= 0) ::close(fd);
+
+  auto w = std::make_unique<Worker>();
+  w->slot = slot;
+  w->pid = sp.pid;
+  w->release = release;
+  w->release_dir = ctx.release_dir;
+  w->path = path;
+  w->started = Clock::now();
+  w->pidfd = sp.pidfd;
+  w->errpipe = sp.errpipe;
+  w->ready_fd = ready[0];
+  pid_t pid = sp.pid;
+  w->pid_watch = loop_.add(sp.pidfd, EPOLLIN, [this, pid](std::uint32_t) { on_exit(pid); });
+  if (w->ready_fd >= 0) w->ready_watch = loop_.add(w->ready_fd, EPOLLIN, [this, pid](std::uint32_t) { on_ready_data(pid); });
+  w->ready_timer = loop_.after(app_.ready_timeout, [this, pid] { on_ready_timeout(pid); });
+  if (app_.ready == ReadyMode::Delay) w->delay_timer = loop_.after(app_.ready_delay, [this, pid] { mark_ready(pid); });
+  watch_output(out[0], slot, pid, "out");
+  watch_output(errp[0], slot, pid, "err");
+  workers_[pid] = std::move(w);
+  Slot& s = slots_[static_cast<size_t>(slot)];
+  (incoming ? s.incoming : s.serving) = pid;  // an incoming worker's release becomes the slot's only when it takes over
+  spdlog::info("{}: started worker {} (pid {}) on {}", app_.name, slot, pid, release);
+  return pid;
+}
+
+void AppSupervisor::watch_output(int fd, int slot, pid_t pid, const char* stream) {
+  auto p = std::make_unique<OutputPipe>();
+  p->fd = fd;
+  p->pid = pid;
+  p->prefix = std::to_string(slot) + "/" + std::to_string(pid) + " " + stream;
+  p->watch = loop_.add(fd, EPOLLIN, [this, fd](std::uint32_t) { read_output(fd); });
+  pipes_[fd] = std::move(p);
+}
+
+void AppSupervisor::read_output(int fd) {
+  auto it = pipes_.find(fd);
+  if (it == pipes_.end()) return;
+  OutputPipe& pipe = *it->second;
+  auto emit = [&](std::string_view line) {
+    log_->write_line(now_stamp() + " " + pipe.prefix + " " + std::string(line));
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos || !find(pipe.pid)) return;
+    auto& recent = recent_output_[pipe.pid];
+    recent.emplace_back(line.substr(0, 300));
+    if (recent.size() > 20) recent.erase(recent.begin());
+  };
+  char buf[16384];
+  // A few reads per wakeup: a worker that never stops writing must not starve the loop. The
+  // fd stays readable, so epoll calls back for the rest.
+  for (int reads = 0; reads < 4; ++reads) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)), emit);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    pipe.lines.flush(emit);  // EOF (or error): the worker and all its children closed it
+    loop_.remove(pipe.watch);
+    ::close(fd);
+    pipes_.erase(it);
+    return;
+  }
+}
+
+std::string AppSupervisor::last_output(pid_t pid) {
+  // The exit can be seen before the pipes are read: read what is left first.
+  std::vector<int> fds;
+  for (const auto& [fd, p] : pipes_)
+    if (p->pid == pid) fds.push_back(fd);
+  for (int fd : fds)
+    for (int i = 0; i < 16 && pipes_.count(fd); ++i) read_output(fd);
+  auto it = recent_output_.find(pid);
+  if (it == recent_output_.end()) return "";
+  // What a person needs from a crash is its headline: stack frames and code excerpts are
+  // indented, and Node ends with its version banner; the log file has everything.
+  std::vector<std::string> headline;
+  for (const auto& l : it->second) {
+    if (l[0] == ' ' || l[0] == '\t' || l.starts_with("Node.js v")) continue;
+    headline.push_back(l);
+  }
+  if (headline.empty()) return "";
+  if (headline.size() > 2) headline.erase(headline.begin(), headline.end() - 2);
+  std::string out;
+  for (const auto& l : headline) out += (out.empty() ? "" : " | ") + l;
+  return "; last output: " + out;
+}
+
+void AppSupervisor::on_ready_data(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w || w->ready_fd < 0) return;
+  char buf[256];
+  ssize_t n;
+  bool got_newline = false;
+  while ((n = ::read(w->ready_fd, buf, sizeof buf)) > 0)
+    if (std::memchr(buf, '\n', static_cast<size_t>(n))) got_newline = true;
+  if (got_newline) return mark_ready(pid);
+  if (n == 0) {  // closed without a newline: it can no longer report ready
+    w->ready_eof = true;
+    loop_.remove(w->ready_watch);
+    w->ready_watch = 0;
+    ::close(w->ready_fd);
+    w->ready_fd = -1;
+  }
+}
+
+void AppSupervisor::mark_ready(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w || w->state != WorkerState::Starting) return;
+  w->state = WorkerState::Ready;
+  w->ready_at = Clock::now();
+  if (w->ready_timer) loop_.cancel(w->ready_timer), w->ready_timer = 0;
+  if (w->delay_timer) loop_.cancel(w->delay_timer), w->delay_timer = 0;
+  if (w->ready_watch) loop_.remove(w->ready_watch), w->ready_watch = 0;
+  if (w->ready_fd >= 0) ::close(w->ready_fd), w->ready_fd = -1;
+  if (w->errpipe >= 0) ::close(w->errpipe), w->errpipe = -1;  // it exec'd: nothing more to learn there
+  say("worker " + std::to_string(w->slot) + " (pid " + std::to_string(pid) + ") ready in " + ms_text(w->ready_at - w->started));
+  loop_.post([this] { advance(); });
+}
+
+void AppSupervisor::on_ready_timeout(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w || w->state != WorkerState::Starting) return;
+  w->ready_timer = 0;
+  std::string how = app_.ready == ReadyMode::Fd ? (w->ready_eof ? "it closed $READY_FD without writing a newline"
+                                                                : "it never wrote a newline to $READY_FD")
+                  : app_.ready == ReadyMode::Notify ? "it never sent READY=1 to $NOTIFY_SOCKET" : "";
+  std::string reason = worker_name(*w) + " not ready within " + format_duration(app_.ready_timeout) + (how.empty() ? "" : ": " + how);
+  Slot& slot = slots_[static_cast<size_t>(w->slot)];
+  if (slot.incoming == pid && phase_ == Phase::Rolling) return fail_rollout(reason);
+  // A crash restart or a start that hangs: count it as a crash and try again later.
+  if (slot.serving == pid) slot.serving = 0, slot.crashes++;
+  drain(pid, "not ready in time");
+  if (phase_ == Phase::Starting) return finish_op(false, reason);
+  spdlog::warn("{}: {}", app_.name, reason);
+  loop_.post([this] { advance(); });
+}
+
+void AppSupervisor::on_exit(pid_t pid) {
+  Worker* w = find(pid);
+  if (!w) return;
+  int status = 0;
+  ::waitpid(pid, &status, WNOHANG);
+  std::string reason = describe_wait_status(status);
+  if (auto failed = exec_failure(w->errpipe, w->release_dir, w->path)) reason = "could not start: " + *failed;
+  else if (w->state == WorkerState::Starting) reason += last_output(pid);
+  recent_output_.erase(pid);
+  w->errpipe = -1;
+  for (EventLoop::Id t : {w->ready_timer, w->delay_timer, w->drain_timer, w->kill_timer})
+    if (t) loop_.cancel(t);
+  for (EventLoop::Id watch : {w->pid_watch, w->ready_watch})
+    if (watch) loop_.remove(watch);
+  if (w->ready_fd >= 0) ::close(w->ready_fd);
+  ::close(w->pidfd);
+  auto gone = std::move(workers_[pid]);  // freed at the end of this handler
+  workers_.erase(pid);
+
+  Slot* slot = gone->slot < static_cast<int>(slots_.size()) ? &slots_[static_cast<size_t>(gone->slot)] : nullptr;
+  std::string name = worker_name(*gone);
+  if (gone->state == WorkerState::Draining) {
+    spdlog::info("{}: {} {} after draining {}", app_.name, name, reason, ms_text(Clock::now() - gone->drain_started));
+  } else if (slot && slot->incoming == pid) {
+    slot->incoming = 0;
+    if (phase_ == Phase::Rolling)
+      fail_rollout(name + (gone->state == WorkerState::Starting ? " exited before ready: " : " exited before taking over: ") + reason);
+  } else if (slot && slot->serving == pid) {
+    slot->serving = 0;
+    if (!stopped_ && !shutting_down_) {
+      bool healthy = gone->state == WorkerState::Ready && Clock::now() - gone->ready_at >= kHealthyPeriod;
+      if (healthy) slot->crashes = 0, slot->loop_alerted = false;
+      slot->crashes++;
+      slot->restarts++;
+      spdlog::warn("{}: {} {}{}; restarting in {}", app_.name, name, reason,
+                   gone->state == WorkerState::Starting ? " before ready" : "", format_duration(backoff(slot->crashes)));
+      if (slot->crashes >= kCrashLoop && !slot->loop_alerted) {
+        slot->loop_alerted = true;
+        alerts_.raise({app_.name, "crash_loop",
+                       "worker " + std::to_string(gone->slot) + " crashed " + std::to_string(slot->crashes) + " times in a row (last: " + reason + ")",
+                       "restarting with backoff, now " + format_duration(backoff(slot->crashes)) + "; see agent logs " + app_.name,
+                       pid, gone->release});
+      }
+      // A start waits for every slot to be ready at once: a worker that dies meanwhile, before
+      // or after its ready, ends it (the restarts go on), so the queue behind it is not held.
+      if (phase_ == Phase::Starting)
+        finish_op(false, name + (gone->state == WorkerState::Starting ? " exited before ready: " : " exited after ready: ") +
+                             reason + " (restarting with backoff)");
+    }
+  }
+  loop_.post([this] { advance(); });
+  reconcile();
+  maybe_empty();
+}
+
+void AppSupervisor::drain(pid_t pid, const std::string& why) {
+  Worker* w = find(pid);
+  if (!w || w->state == WorkerState::Draining) return;
+  w->state = WorkerState::Draining;
+  w->drain_started = Clock::now();
+  if (w->ready_timer) loop_.cancel(w->ready_timer), w->ready_timer = 0;
+  ::kill(pid, app_.drain_signal);
+  say("draining " + worker_name(*w) + " with " + signal_name(app_.drain_signal) + ": " + why);
+  std::string name = worker_name(*w), release = w->release;
+  auto kill_timeout = app_.kill_timeout;
+  w->drain_timer = loop_.after(app_.drain_timeout, [this, pid, name, release, kill_timeout] {
+    Worker* d = find(pid);
+    if (!d) return;
+    d->drain_timer = 0;
+    std::string next = kill_timeout ? "SIGKILL at " + format_duration(*kill_timeout) + " after the drain began (kill_timeout)"
+                                    : "waiting: kill_timeout = \"never\"";
+    alerts_.raise({app_.name, "drain_stalled",
+                   "drain of " + name + " stalled " + format_duration(app_.drain_timeout),
+                   "still alive " + format_duration(app_.drain_timeout) + " after " + signal_name(app_.drain_signal) +
+                       "; next: " + next + "; look: agent status " + app_.name,
+                   pid, release});
+  });
+  if (kill_timeout) {
+    w->kill_timer = loop_.after(*kill_timeout, [this, pid, name, release, kill_timeout] {
+      Worker* d = find(pid);
+      if (!d) return;
+      d->kill_timer = 0;
+      ::kill(-pid, SIGKILL);  // its process group: children must not keep the socket
+      ::kill(pid, SIGKILL);
+      alerts_.raise({app_.name, "worker_killed", "killed " + name + " with SIGKILL after " + format_duration(*kill_timeout) + " of draining",
+                     "requests still open on it were cut", pid, release});
+    });
+  }
+}
+
+void AppSupervisor::check_memory() {
+  memory_timer_ = 0;
+  if (app_.max_memory == 0 || shutting_down_) return;
+  memory_timer_ = loop_.after(kMemoryCheck, [this] { check_memory(); });
+  if (running_ || pending_) return;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Worker* w = slots_[i].serving ? find(slots_[i].serving) : nullptr;
+    if (!w || w->state != WorkerState::Ready) continue;
+    std::uint64_t rss = rss_of(w->pid);
+    if (rss <= app_.max_memory) continue;
+    alerts_.raise({app_.name, "memory_replaced",
+                   worker_name(*w) + " uses " + format_size(rss) + ", over max_memory " + format_size(app_.max_memory),
+                   "replacing it with a fresh worker (zero downtime)", w->pid, w->release});
+    OpRequest op;
+    op.kind = OpRequest::Kind::Replace;
+    op.slot = static_cast<int>(i);
+    op.source = "max_memory";
+    submit(std::move(op));
+    return;  // one at a time
+  }
+}
+
+void AppSupervisor::on_notify() {
+  while (true) {
+    char buf[4096];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    iovec iov{buf, sizeof buf - 1};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(notify_fd_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) return;
+    pid_t sender = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred;
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        sender = cred.pid;
+      }
+    std::string text(buf, static_cast<size_t>(n));
+    bool ready = ("\n" + text + "\n").find("\nREADY=1\n") != std::string::npos;
+    if (!ready) continue;
+    if (find(sender)) mark_ready(sender);
+    else spdlog::warn("{}: READY=1 from pid {}, which is not one of its workers; ignored", app_.name, sender);
+  }
+}
+
+}  // namespace agent
