@@ -181,7 +181,7 @@ class Agent:
         if user:
             uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else user
             gid = pwd.getpwuid(uid).pw_gid
-            cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd]
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def cli_async(self, *args):

@@ -1,8 +1,10 @@
 """The control socket: owner only, checks who asks, survives garbage."""
+import grp
 import json
 import os
 import socket
 import stat
+import subprocess
 import time
 import unittest
 
@@ -96,6 +98,32 @@ class Control(AgentTest):
             self.assertEqual(self.a.cli("status").returncode, 0)
             self.assertLess(time.monotonic() - t0, 1.5, "status was slow: the loop is starved")
         self.assertIn("release=", http_get(self.port))
+
+
+    @unittest.skipUnless(os.geteuid() == 0, "creating a group and a user needs root")
+    def test_control_group_members_may_change_things_others_may_not_connect(self):
+        group, member = f"agtctl{os.getpid()}", f"agtusr{os.getpid()}"
+        subprocess.run(["groupadd", group], check=True)
+        subprocess.run(["useradd", "-M", "-N", "-G", group, "-s", "/usr/sbin/nologin", member], check=True)
+        try:
+            port = free_port()
+            b = self.agent([{"name": "api", "command": ["node", "server.js"], "listen": [f"127.0.0.1:{port}"]}],
+                           control_group=group)
+            os.chmod(b.dir, 0o755)
+            b.start(wait_ready=False)
+            self.assertEqual(b.cli("deploy", "api", "--from", b.make_release("1.0.0")).returncode, 0)
+            st = os.stat(b.socket)
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+            self.assertEqual(st.st_gid, grp.getgrnam(group).gr_gid)
+            r = b.cli("reload", "api", user=member)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(b.journal("api")[-1]["uid"], 0)  # a reload journals nothing; the deploy was root's
+            r = b.cli("reload", "api", user="nobody")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("Permission denied", r.stderr)  # not in the group: cannot even connect
+        finally:
+            subprocess.run(["userdel", member], check=False)
+            subprocess.run(["groupdel", group], check=False)
 
 
 if __name__ == "__main__":
