@@ -239,6 +239,9 @@ class Agent:
         return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
 
 
+_running_loads = []  # stopped by AgentTest.tearDown if a test fails before it stops them
+
+
 class Load:
     """Continuous HTTP load from tests/e2e/load.js; stop() returns its summary."""
 
@@ -247,6 +250,7 @@ class Load:
         self.summary = os.path.join(self.dir, "summary.json")
         self.proc = subprocess.Popen(["node", os.path.join(HERE, "load.js"), str(port), self.summary, str(keep),
                                       str(fresh), str(pause_ms), path], stdin=subprocess.DEVNULL)
+        _running_loads.append(self)
         wait_until(lambda: os.path.exists(self.summary + ".started"), 10, "the load generator to start")
 
     def expect_only(self, release):
@@ -267,6 +271,7 @@ class Load:
         """Stops the load once at least `at_least` requests were answered (a fast operation
         may be over before then; what runs after it must not fail either), and returns the summary."""
         wait_until(lambda: self.answered() >= at_least, 15, f"{at_least} requests to be answered")
+        _running_loads.remove(self)
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
         with open(self.summary) as f:
@@ -282,6 +287,12 @@ class AgentTest(unittest.TestCase):
         self.agents = []
 
     def tearDown(self):
+        # A load generator left running (the test failed first) would hold ctest's pipe open.
+        while _running_loads:
+            load = _running_loads.pop()
+            load.proc.kill()
+            load.proc.wait()
+            shutil.rmtree(load.dir, ignore_errors=True)
         for a in self.agents:
             if self._outcome_failed():
                 print(f"--- agent output ({a.dir}) ---\n{a.output()[-6000:]}")

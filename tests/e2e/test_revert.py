@@ -27,6 +27,7 @@ class Revert(AgentTest):
         self.assertEqual(self.a.current("web"), self.good)
         st = self.a.wait_serving("web", 4, release=self.good)
         self.assertEqual(st["state"], "running")
+        self.a.wait_drained("web")
         self.assertIn("release=" + self.good, http_get(self.port))
         last = self.a.journal("web")[-1]
         self.assertEqual(last["event"], "failed")

@@ -31,6 +31,7 @@ class Rollback(AgentTest):
         r = a.cli("rollback", "1", "web")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(a.current("web"), ids[0])
+        a.wait_drained("web")  # an old worker signaled a moment ago may still take one connection
         self.assertIn("release=" + ids[0], http_get(port))
         self.assertNoFailures(load.stop())
 
