@@ -346,6 +346,10 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
   if (r.string("group", &app->group) && !app->group.empty() && !getgrnam(app->group.c_str()))
     r.error(*t.get("group"), "group", "group \"" + app->group + "\" does not exist on this host");
   r.abs_path("env_file", &app->env_file);
+  r.duration("settle", &app->settle);
+  Millis poll{0};
+  r.duration("poll_interval", &poll);
+  if (poll.count() > 0) app->poll_interval = poll;
 
   if (r.string_array("inherit", &app->inherit))
     for (const auto& v : app->inherit)

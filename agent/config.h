@@ -73,6 +73,8 @@ struct AppConfig {
   std::vector<std::string> path_append;
   std::vector<std::string> linked_dirs;
   std::vector<std::pair<std::string, std::string>> env;  // [app.env], sorted by name
+  Millis settle{2'000};                 // quiet time after a change of source/watch before deploying
+  std::optional<Millis> poll_interval;  // also read the watched file this often (NFS)
 
   /// `<state_dir>/<name>`: releases/, current, shared/, journal.jsonl.
   std::string app_dir(const AgentSettings& a) const { return a.state_dir + "/" + name; }

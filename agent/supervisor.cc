@@ -106,19 +106,40 @@ bool AppSupervisor::init(std::string* err) {
 }
 
 void AppSupervisor::boot() {
-  OpRequest op;
-  op.source = "boot";
-  if (store_.current()) {
-    op.kind = OpRequest::Kind::Start;
+  // What runs now (or is about to) sets the watch's baseline: only a different content deploys.
+  std::string baseline, err;
+  std::optional<OpRequest> op;
+  if (auto cur = store_.current()) {
+    op.emplace();
+    op->kind = OpRequest::Kind::Start;
+    releases::read_file(store_.release_dir(*cur) + "/" + app_.watch, &baseline, &err);
   } else if (!app_.source.empty() && ::access((app_.source + "/" + app_.watch).c_str(), R_OK) == 0) {
+    op.emplace();
+    op->kind = OpRequest::Kind::Deploy;
+    op->from = app_.source;
+    op->source = "rpm";
+    releases::read_file(app_.source + "/" + app_.watch, &baseline, &err);
+  } else {
+    spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`{}", app_.name, app_.name,
+                 app_.source.empty() ? "" : " or for " + app_.source + "/" + app_.watch);
+  }
+  if (!app_.source.empty()) start_watch(baseline);
+  if (op) submit(std::move(*op));
+}
+
+void AppSupervisor::start_watch(const std::string& baseline) {
+  watch_ = std::make_unique<watchers::FileWatch>(loop_, app_.source, app_.watch, app_.settle, app_.poll_interval, [this] {
+    OpRequest op;
     op.kind = OpRequest::Kind::Deploy;
     op.from = app_.source;
     op.source = "rpm";
-  } else {
-    spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`", app_.name, app_.name);
-    return;
+    submit(std::move(op));
+  });
+  std::string err;
+  if (!watch_->start(baseline, &err)) {
+    spdlog::error("{}: cannot watch {}: {}; deploy with agent deploy", app_.name, app_.source, err);
+    watch_.reset();
   }
-  submit(std::move(op));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,6 +529,7 @@ void AppSupervisor::apply_instances() {
 
 void AppSupervisor::shutdown(std::function<void()> when_empty) {
   shutting_down_ = true;
+  watch_.reset();
   when_empty_ = std::move(when_empty);
   if (pending_ && pending_->done) pending_->done(false, "the agent is shutting down");
   pending_.reset();

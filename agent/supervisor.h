@@ -47,6 +47,7 @@
 #include "agent/launch_env.h"
 #include "agent/worker_log.h"
 #include "releases/store.h"
+#include "watchers/file_watch.h"
 
 namespace agent {
 
@@ -156,6 +157,8 @@ class AppSupervisor {
   void on_exit(pid_t pid);
   void drain(pid_t pid, const std::string& why);
   void check_memory();
+  /// Watches source/watch (when the app has a source) and deploys what lands there.
+  void start_watch(const std::string& baseline);
   /// Calls when_empty_ once no worker and no background thread is left (shutdown).
   void maybe_empty();
   void on_notify();
@@ -188,6 +191,7 @@ class AppSupervisor {
   Clock::time_point op_started_;
   Rollout rollout_;
   std::function<void()> when_empty_;
+  std::unique_ptr<watchers::FileWatch> watch_;  // source/watch: the RPM/yum trigger
   std::map<std::uint64_t, std::thread> threads_;  // staging and pruning; joined when they report back
   std::uint64_t next_thread_ = 1;
   // Work posted back from threads checks this first: it expires when the supervisor is gone.

@@ -97,6 +97,12 @@ TEST_CASE("config: defaults for what is left out") {
   CHECK(a.keep_releases == 5);
   CHECK(a.drain_signal == SIGTERM);
   CHECK(cfg.agent.state_dir == "/var/lib/agent");
+  CHECK(a.settle.count() == 2000);
+  CHECK_FALSE(a.poll_interval.has_value());
+  REQUIRE(errors_of(kApp + "settle = \"500ms\"\npoll_interval = \"5s\"\n", &cfg).empty());
+  CHECK(cfg.apps[0].settle.count() == 500);
+  CHECK(cfg.apps[0].poll_interval->count() == 5000);
+  expect_one(kApp + "settle = \"soon\"\n", 4, 10, "settle: \"soon\" is not a duration");
 }
 
 TEST_CASE("config: kill_timeout = \"never\" waits forever") {

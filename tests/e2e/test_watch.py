@@ -1,0 +1,87 @@
+"""The file-watch trigger: new code dropped into `source` (an RPM/yum install) goes live with no
+command typed, once it settles; a touch that changes nothing deploys nothing; bursts coalesce."""
+import json
+import os
+import shutil
+import unittest
+
+from harness import AgentTest, Load, free_port, http_get, wait_until
+
+
+def set_version(src, version, atomic=False):
+    path = os.path.join(src, "package.json")
+    with open(path) as f:
+        pkg = json.load(f)
+    pkg["version"] = version
+    if atomic:  # how most installers replace a file: write aside, rename over
+        with open(path + ".rpmnew", "w") as f:
+            json.dump(pkg, f)
+        os.rename(path + ".rpmnew", path)
+    else:
+        with open(path, "w") as f:
+            json.dump(pkg, f)
+
+
+class Watch(AgentTest):
+    def setUp(self):
+        super().setUp()
+        self.port = free_port()
+        self.a = self.agent([{"name": "web", "command": ["node", "server.js"], "instances": 2,
+                              "listen": [f"127.0.0.1:{self.port}"], "settle": "300ms"}])
+        self.src = self.a.make_release("1.0.0")
+        self.a.apps[0]["source"] = self.src
+        self.a.write_config()
+        self.a.start()  # boot stages and runs what is in source
+        self.assertTrue(self.a.current("web").endswith("-1.0.0"))
+
+    def wait_live(self, version):
+        wait_until(lambda: (self.a.current("web") or "").endswith("-" + version), 20, f"{version} to go live")
+        self.a.wait_serving("web", 2, release=self.a.current("web"))
+
+    def deploys(self):
+        return [e for e in self.a.journal("web") if e["event"] == "activated"]
+
+    def test_write_in_place_and_rename_replace_go_live_under_load(self):
+        load = Load(self.port)
+        set_version(self.src, "1.0.1")
+        self.wait_live("1.0.1")
+        set_version(self.src, "1.0.2", atomic=True)
+        self.wait_live("1.0.2")
+        self.assertNoFailures(load.stop())
+        last = self.deploys()[-1]
+        self.assertEqual(last["source"], "rpm")
+        self.assertEqual(last["version"], "1.0.2")
+
+    def test_touch_without_change_deploys_nothing(self):
+        before = len(self.deploys())
+        mark = self.a.output().count("content unchanged: nothing to deploy")
+        os.utime(os.path.join(self.src, "package.json"))
+        wait_until(lambda: self.a.output().count("content unchanged: nothing to deploy") > mark, 5, "the watch to settle")
+        self.assertEqual(len(self.deploys()), before)
+
+    def test_a_burst_of_writes_is_one_deploy(self):
+        before = len(self.deploys())
+        for i in range(3, 23):
+            set_version(self.src, f"1.0.{i}")
+        self.wait_live("1.0.22")
+        self.assertEqual(len(self.deploys()), before + 1, [e["version"] for e in self.deploys()])
+
+    def test_source_directory_removed_and_created_again(self):
+        keep = self.src + ".saved"
+        shutil.copytree(self.src, keep)
+        shutil.rmtree(self.src)
+        wait_until(lambda: "(waiting for it)" in self.a.output(), 5, "the watch to notice the source is gone")
+        self.assertIn("release=", http_get(self.port))  # what runs keeps running
+        shutil.copytree(keep, self.src)
+        set_version(self.src, "1.0.30")
+        self.wait_live("1.0.30")
+
+    def test_a_change_made_while_the_agent_was_down_deploys_at_start(self):
+        self.assertEqual(self.a.stop(), 0)
+        set_version(self.src, "1.0.40")
+        self.a.start(wait_ready=False)
+        self.wait_live("1.0.40")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,51 @@
+// FileWatch: notices that the package manager dropped new code into an app's source.
+//
+// Inotify is a hint, never the truth (watchman): the directory holding the watched file is
+// watched (so an atomic rename-replace is seen, not just writes in place), and so is the parent
+// of the source directory (so a source directory that is replaced, or removed and created
+// again, is re-armed). Any event, or IN_Q_OVERFLOW, only restarts a quiet timer of `settle`.
+// When it expires the file is read: if its content differs from the content last deployed,
+// on_change() is called; a touch that leaves the content as it was deploys nothing. With
+// `poll_interval` the file is also read on a timer, for filesystems without inotify (NFS).
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "agent/event_loop.h"
+#include "agent/units.h"
+
+namespace watchers {
+
+class FileWatch {
+ public:
+  FileWatch(agent::EventLoop& loop, std::string source_dir, std::string watch_rel, agent::Millis settle,
+            std::optional<agent::Millis> poll_interval, std::function<void()> on_change);
+  ~FileWatch();
+  FileWatch(const FileWatch&) = delete;
+  FileWatch& operator=(const FileWatch&) = delete;
+
+  /// Starts watching. `deployed` is the watched file's content in the release that is live
+  /// (empty if none): only a different content triggers, and each content triggers once.
+  /// Fails only if inotify cannot be set up.
+  bool start(const std::string& deployed, std::string* err);
+
+ private:
+  void arm();
+  void on_events();
+  void quiet_for_a_while();
+  void check();
+
+  agent::EventLoop& loop_;
+  std::string source_, watch_rel_, dir_, parent_;
+  agent::Millis settle_;
+  std::optional<agent::Millis> poll_;
+  std::function<void()> on_change_;
+  int fd_ = -1;
+  int dir_wd_ = -1, parent_wd_ = -1;
+  agent::EventLoop::Id watch_ = 0, settle_timer_ = 0, poll_timer_ = 0;
+  std::string deployed_;
+};
+
+}  // namespace watchers
