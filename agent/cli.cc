@@ -106,19 +106,22 @@ bool load_for_client(const Args& a, Config* cfg) {
   return true;
 }
 
+// "web, api": the config's apps, for messages.
+std::string app_names(const Config& cfg) {
+  std::string names;
+  for (const auto& app : cfg.apps) names += (names.empty() ? "" : ", ") + app.name;
+  return names;
+}
+
 // The app a command is about: named, or the only one.
 const AppConfig* pick_app(const Config& cfg, const Args& a, size_t index) {
   if (a.positional.size() > index) {
     if (const AppConfig* app = cfg.find_app(a.positional[index])) return app;
-    std::string names;
-    for (const auto& app : cfg.apps) names += (names.empty() ? "" : ", ") + app.name;
-    std::fprintf(stderr, "agent: no app \"%s\" in %s (apps: %s)\n", a.positional[index].c_str(), cfg.path.c_str(), names.c_str());
+    std::fprintf(stderr, "agent: no app \"%s\" in %s (apps: %s)\n", a.positional[index].c_str(), cfg.path.c_str(), app_names(cfg).c_str());
     return nullptr;
   }
   if (cfg.apps.size() == 1) return &cfg.apps[0];
-  std::string names;
-  for (const auto& app : cfg.apps) names += (names.empty() ? "" : ", ") + app.name;
-  std::fprintf(stderr, "agent: %s has %zu apps; name one: %s\n", cfg.path.c_str(), cfg.apps.size(), names.c_str());
+  std::fprintf(stderr, "agent: %s has %zu apps; name one: %s\n", cfg.path.c_str(), cfg.apps.size(), app_names(cfg).c_str());
   return nullptr;
 }
 
@@ -142,9 +145,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 int cmd_check(const Args& a) {
   Config cfg;
   if (!load(a, &cfg)) return 1;
-  std::string names;
-  for (const auto& app : cfg.apps) names += (names.empty() ? "" : ", ") + app.name;
-  std::printf("%s: ok (%zu app%s: %s)\n", a.config.c_str(), cfg.apps.size(), cfg.apps.size() == 1 ? "" : "s", names.c_str());
+  std::printf("%s: ok (%zu app%s: %s)\n", a.config.c_str(), cfg.apps.size(), cfg.apps.size() == 1 ? "" : "s", app_names(cfg).c_str());
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "agent/launch_env.h"
 #include "releases/fs.h"
 
 extern char** environ;
@@ -229,13 +230,7 @@ bool Daemon::authorized(uid_t uid) const {
   struct group* g = getgrnam(cfg_.agent.control_group.c_str());
   struct passwd* pw = getpwuid(uid);
   if (!g || !pw) return false;
-  int n = 64;
-  std::vector<gid_t> groups(64);
-  if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) {
-    groups.resize(static_cast<size_t>(n));
-    getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n);
-  }
-  groups.resize(static_cast<size_t>(std::max(n, 0)));
+  std::vector<gid_t> groups = groups_of(pw->pw_name, pw->pw_gid);
   return std::find(groups.begin(), groups.end(), g->gr_gid) != groups.end();
 }
 

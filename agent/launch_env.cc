@@ -92,15 +92,19 @@ bool lookup_account(const AppConfig& app, Account* out, std::string* err) {
     if (!gr) return *err = "group \"" + app.group + "\" does not exist on this host", false;
     out->gid = gr->gr_gid;
   }
+  out->groups = groups_of(out->name, out->gid);
+  return true;
+}
+
+std::vector<gid_t> groups_of(const std::string& user, gid_t gid) {
   int n = 64;
   std::vector<gid_t> groups(static_cast<size_t>(n));
-  if (getgrouplist(out->name.c_str(), out->gid, groups.data(), &n) < 0) {
+  if (getgrouplist(user.c_str(), gid, groups.data(), &n) < 0) {  // n now says how many there are
     groups.resize(static_cast<size_t>(n));
-    getgrouplist(out->name.c_str(), out->gid, groups.data(), &n);
+    getgrouplist(user.c_str(), gid, groups.data(), &n);
   }
   groups.resize(static_cast<size_t>(std::max(n, 0)));
-  out->groups = std::move(groups);
-  return true;
+  return groups;
 }
 
 bool parse_env_file(std::string_view text, const std::string& path, std::vector<std::pair<std::string, int>>* out,

@@ -36,6 +36,9 @@ struct Account {
 };
 bool lookup_account(const AppConfig& app, Account* out, std::string* err);
 
+/// The groups `user` belongs to, primary `gid` included (getgrouplist, as initgroups sets them).
+std::vector<gid_t> groups_of(const std::string& user, gid_t gid);
+
 struct EnvVar {
   std::string name, value;
   std::string origin;  // inherited | account | env_file FILE:LINE | config [app.env] | agent | composed

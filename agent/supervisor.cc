@@ -61,13 +61,7 @@ AppSupervisor::~AppSupervisor() {
   for (auto& [id, t] : threads_)
     if (t.joinable()) t.join();
   // Nothing registered with the loop may outlive us: unwatch and cancel before closing.
-  for (auto& [pid, w] : workers_) {
-    for (EventLoop::Id t : {w->ready_timer, w->delay_timer, w->drain_timer, w->kill_timer}) loop_.cancel(t);
-    for (EventLoop::Id watch : {w->pid_watch, w->ready_watch}) loop_.remove(watch);
-    if (w->pidfd >= 0) ::close(w->pidfd);
-    if (w->errpipe >= 0) ::close(w->errpipe);
-    if (w->ready_fd >= 0) ::close(w->ready_fd);
-  }
+  for (auto& [pid, w] : workers_) release_plumbing(*w);
   for (auto& [fd, p] : pipes_) {
     loop_.remove(p->watch);
     ::close(fd);
@@ -200,9 +194,7 @@ void AppSupervisor::start_op(OpRequest op) {
       auto cur = store_.current();
       if (!cur) return finish_op(false, "nothing is deployed yet: agent deploy " + app_.name + " --from DIR");
       stopped_ = false;
-      std::vector<int> all(slots_.size());
-      for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-      return begin_rollout(r.kind, *cur, all);
+      return begin_rollout(r.kind, *cur, all_slots());
     }
     case OpRequest::Kind::Rollback: {
       std::string target, err;
@@ -211,9 +203,7 @@ void AppSupervisor::start_op(OpRequest op) {
       if (!ok) return finish_op(false, err);
       say("rolling back to " + target);
       stopped_ = false;
-      std::vector<int> all(slots_.size());
-      for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-      return begin_rollout(r.kind, target, all);
+      return begin_rollout(r.kind, target, all_slots());
     }
     case OpRequest::Kind::Replace: {
       int s = r.slot;
@@ -285,9 +275,7 @@ void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::st
     return finish_op(false, "refused: " + err);
   }
   say("staged " + r.id + " (version " + r.version + ")");
-  std::vector<int> all(slots_.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  begin_rollout(OpRequest::Kind::Deploy, r.id, all);
+  begin_rollout(OpRequest::Kind::Deploy, r.id, all_slots());
 }
 
 bool AppSupervisor::preflight(const std::string& release, std::string* out_err) {
@@ -313,6 +301,12 @@ bool AppSupervisor::preflight(const std::string& release, std::string* out_err) 
   }
   finish_op(false, "refused: " + why);
   return false;
+}
+
+std::vector<int> AppSupervisor::all_slots() const {
+  std::vector<int> all(slots_.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  return all;
 }
 
 void AppSupervisor::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots) {

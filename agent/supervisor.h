@@ -163,6 +163,11 @@ class AppSupervisor {
   void maybe_empty();
   void on_notify();
   Worker* find(pid_t pid);
+  /// Cancels a worker's timers, unwatches its fds and closes them: after this nothing the loop
+  /// holds refers to it. Used when it exits and when the supervisor goes away.
+  void release_plumbing(Worker& w);
+  /// Slots 0..instances-1: what a whole-app rollout swaps.
+  std::vector<int> all_slots() const;
   std::string version_of(const std::string& release) const;
   /// What a worker of `release` in `slot` (-1: any) is launched with, read afresh.
   LaunchContext launch_context(const std::string& release, int slot) const;

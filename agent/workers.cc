@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <spdlog/spdlog.h>
 
 #include "agent/spawn.h"
@@ -24,6 +25,13 @@ using namespace supervisor_util;
 
 // ---------------------------------------------------------------------------------------------
 // Workers
+
+void AppSupervisor::release_plumbing(Worker& w) {
+  for (EventLoop::Id* t : {&w.ready_timer, &w.delay_timer, &w.drain_timer, &w.kill_timer}) loop_.cancel(std::exchange(*t, 0));
+  for (EventLoop::Id* watch : {&w.pid_watch, &w.ready_watch}) loop_.remove(std::exchange(*watch, 0));
+  for (int* fd : {&w.pidfd, &w.errpipe, &w.ready_fd})
+    if (*fd >= 0) ::close(std::exchange(*fd, -1));
+}
 
 AppSupervisor::Worker* AppSupervisor::find(pid_t pid) {
   auto it = workers_.find(pid);
@@ -238,13 +246,8 @@ void AppSupervisor::on_exit(pid_t pid) {
   if (auto failed = exec_failure(w->errpipe, w->release_dir, w->path)) reason = "could not start: " + *failed;
   else if (w->state == WorkerState::Starting) reason += last_output(pid);
   recent_output_.erase(pid);
-  w->errpipe = -1;
-  for (EventLoop::Id t : {w->ready_timer, w->delay_timer, w->drain_timer, w->kill_timer})
-    if (t) loop_.cancel(t);
-  for (EventLoop::Id watch : {w->pid_watch, w->ready_watch})
-    if (watch) loop_.remove(watch);
-  if (w->ready_fd >= 0) ::close(w->ready_fd);
-  ::close(w->pidfd);
+  w->errpipe = -1;  // exec_failure closed it
+  release_plumbing(*w);
   auto gone = std::move(workers_[pid]);  // freed at the end of this handler
   workers_.erase(pid);
 
