@@ -35,7 +35,9 @@ Commands:
   run      [-c FILE]                 the daemon, in the foreground
   status   [APP] [--json]            apps, current release, workers (pid, release, state,
                                      uptime, rss, restarts)
-  deploy   APP [--from DIR]          stage DIR (default: the app's source) and roll it out;
+  deploy   APP [--from DIR | --rev REV]
+                                     stage DIR (default: the app's source), or export commit
+                                     REV from the app's git repository, and roll it out;
                                      streams progress; exit 1 if it was refused or rolled back
   reload   APP                       rolling swap onto the current release, environment rebuilt
   start|stop|restart APP             restart = stop then start (has downtime; reload has none)
@@ -47,6 +49,7 @@ Commands:
                                      variable comes from, and where command[0] resolves
   logs     APP [-f] [-n N]           the workers' output (last N lines, default 50; -f follows)
   check    [-c FILE]                 validate the config; errors as file:line:col: message
+  post-receive [--socket PATH] APP   what an app's git hook runs: deploys the pushed branch
 
 Options:
   -c, --config FILE   the config (default: $AGENT_CONFIG, then /etc/agent/agent.toml)
@@ -66,6 +69,19 @@ const std::map<std::string, std::string> kVerbHelp = {
             "the last line says where command[0] resolves. Uses the current release (or --release ID; the\n"
             "source directory when nothing is deployed yet). Needs no daemon.\n"
             "Exit 1 when command[0] does not resolve: the daemon would refuse to deploy.\n"},
+    {"deploy", "Usage: agent deploy APP [--from DIR | --rev REV] [-c FILE]\n\n"
+               "Stages a new release and rolls it out, batch by batch, printing each step. The release is a copy\n"
+               "of DIR (default: the app's source directory), or with --rev the commit REV (a sha, a branch, a\n"
+               "tag, HEAD~1) exported from the app's git repository; its version is then the package.json version\n"
+               "plus the short commit id. A request made while another operation runs waits; a newer one\n"
+               "replaces a waiting one. Exit 0 when the release is live, 1 when it was refused or reverted.\n"},
+    {"post-receive", "Usage: agent post-receive [--socket PATH] APP\n\n"
+                     "Run by the post-receive hook the agent installs in an app's bare repository, with git's\n"
+                     "\"<old> <new> <ref>\" lines on stdin. Each pushed ref goes to the daemon: a push to the app's\n"
+                     "branch is deployed (progress is printed, so the pusher sees it as remote: lines, ending in\n"
+                     "\"live\" or the reason it was not deployed); other branches and deletions change nothing.\n"
+                     "--socket names the control socket (the hook passes it), so no config file is read.\n"
+                     "Exit 1 when a push to the branch was not deployed.\n"},
     {"releases", "Usage: agent releases [APP] [--json] [-c FILE]\n\n"
                  "Lists the releases of APP (all apps when left out) newest first: id, version, source, state\n"
                  "(active, previous, staged, failed, rolled_back) and a * on the current one. Needs no daemon.\n"},
@@ -234,8 +250,8 @@ int cmd_env(const Args& a) {
 }
 
 nlohmann::json release_json(const releases::ReleaseInfo& r) {
-  return {{"id", r.id},         {"version", r.version}, {"source", r.source}, {"revision", r.revision},
-          {"state", releases::state_name(r.state)}, {"current", r.current}, {"staged_at", r.time},
+  return {{"id", r.id.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.id)}, {"version", r.version}, {"source", r.source}, {"revision", r.revision},
+          {"state", releases::state_name(r.state)}, {"current", r.current}, {r.id.empty() ? "refused_at" : "staged_at", r.time},
           {"reason", r.reason}};
 }
 
@@ -275,9 +291,12 @@ int cmd_releases(const Args& a) {
       continue;
     }
     std::vector<std::vector<std::string>> rows = {{"", "ID", "VERSION", "SOURCE", "STATE", "NOTE"}};
-    for (const auto& r : list)
-      rows.push_back({r.current ? "*" : " ", r.id, r.version, r.source, releases::state_name(r.state),
-                      r.state == releases::ReleaseState::Failed || r.state == releases::ReleaseState::RolledBack ? r.reason : ""});
+    for (const auto& r : list) {
+      bool why = r.state == releases::ReleaseState::Failed || r.state == releases::ReleaseState::RolledBack ||
+                 r.state == releases::ReleaseState::Refused;
+      rows.push_back({r.current ? "*" : " ", r.id.empty() ? "(none: " + r.time + ")" : r.id, r.version.empty() ? "-" : r.version,
+                      r.source, releases::state_name(r.state), why ? r.reason : ""});
+    }
     print_table(rows);
   }
   if (a.json) std::printf("%s\n", (a.positional.empty() ? out : out[0]).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
@@ -380,8 +399,54 @@ int cmd_op(const Args& a) {
     req["from"] = real;
   }
   if (auto it = a.options.find("to"); it != a.options.end()) req["to"] = it->second;
-  if (a.options.count("rev")) return std::fprintf(stderr, "agent: deploy --rev needs the git trigger, which this build does not include yet\n"), 2;
+  if (auto it = a.options.find("rev"); it != a.options.end()) {
+    if (a.verb != "deploy") return usage_error("--rev is for deploy");
+    if (a.options.count("from")) return usage_error("deploy takes --from or --rev, not both");
+    req["rev"] = it->second;
+  }
   return call(cfg, req);
+}
+
+// The git hook's side: one deploy request per pushed ref; the daemon decides which ref counts.
+int cmd_post_receive(const Args& a) {
+  if (a.positional.size() != 1) return usage_error("post-receive takes one APP (the hook gives it)");
+  Config cfg;
+  if (auto it = a.options.find("socket"); it != a.options.end()) cfg.agent.control_socket = it->second;
+  else if (!load_for_client(a, &cfg)) return 1;
+  const std::string& app = a.positional[0];
+  int rc = 0;
+  char line[1024];
+  while (std::fgets(line, sizeof line, stdin)) {
+    char old_id[64] = {}, new_id[64] = {}, ref[900] = {};
+    if (std::sscanf(line, "%63s %63s %899s", old_id, new_id, ref) != 3) continue;
+    std::string rev = new_id;
+    if (rev.find_first_not_of('0') == std::string::npos) {
+      std::printf("agent: %s deleted: nothing to deploy\n", ref);
+      continue;
+    }
+    std::printf("agent: %s %s pushed to %s\n", app.c_str(), rev.substr(0, 7).c_str(), ref);
+    std::fflush(stdout);
+    nlohmann::json req = {{"verb", "deploy"}, {"app", app}, {"rev", rev}, {"ref", ref}};
+    std::string err;
+    bool ok = false, ignored = false;
+    std::string message;
+    bool reached = call_daemon(cfg.agent.control_socket, req, [&](const nlohmann::json& j) {
+      if (j.contains("progress")) {
+        std::printf("agent: %s\n", j["progress"].get<std::string>().c_str());
+        std::fflush(stdout);
+        return;
+      }
+      ok = j.value("ok", false);
+      message = j.value("message", "");
+      ignored = j.contains("data") && j["data"].is_object() && j["data"].value("ignored", false);
+    }, &err);
+    if (!reached) message = err + " (the push is stored; deploy it with: agent deploy " + app + " --rev " + rev.substr(0, 7) + ")";
+    if (ignored) std::printf("agent: %s\n", message.c_str());
+    else if (reached && ok) std::printf("agent: %s%s\n", message.starts_with("live") ? "" : "live: ", message.c_str());
+    else std::printf("agent: NOT deployed: %s\n", message.c_str()), rc = 1;
+    std::fflush(stdout);
+  }
+  return rc;
 }
 
 // Where the last `n` lines of `text` begin (a final newline does not start an empty line).
@@ -458,7 +523,7 @@ int run_cli(int argc, char** argv) {
       const char* v = value("release");
       if (!v) return usage_error("--release needs a release id");
       a.options["release"] = v;
-    } else if (s == "--from" || s == "--to" || s == "--rev" || s == "-n") {
+    } else if (s == "--from" || s == "--to" || s == "--rev" || s == "--socket" || s == "-n") {
       const char* v = value(s.c_str());
       if (!v) return usage_error(s + " needs a value");
       a.options[s == "-n" ? "n" : s.substr(2)] = v;
@@ -481,6 +546,7 @@ int run_cli(int argc, char** argv) {
   if (a.verb == "releases") return a.positional.size() <= 1 ? cmd_releases(a) : usage_error("releases takes one APP");
   if (a.verb == "run") return a.positional.empty() ? cmd_run(a) : usage_error("run takes no arguments (use -c FILE)");
   if (a.verb == "status") return a.positional.size() <= 1 ? cmd_status(a) : usage_error("status takes one APP");
+  if (a.verb == "post-receive") return cmd_post_receive(a);
   if (a.verb == "logs") return a.positional.size() <= 1 ? cmd_logs(a) : usage_error("logs takes one APP");
   for (const char* op : {"deploy", "reload", "start", "stop", "restart", "rollback"})
     if (a.verb == op) return cmd_op(a);

@@ -340,6 +340,7 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
   r.size("max_memory", &app->max_memory);
   r.integer("keep_releases", &app->keep_releases, 1, 1000);
   r.string("build", &app->build);
+  r.duration("build_timeout", &app->build_timeout);
 
   if (r.string("user", &app->user) && !app->user.empty() && !getpwnam(app->user.c_str()))
     r.error(*t.get("user"), "user", "user \"" + app->user + "\" does not exist on this host");

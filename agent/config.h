@@ -64,7 +64,8 @@ struct AppConfig {
   std::optional<Millis> kill_timeout = Millis{60'000};  // nullopt = "never"
   std::uint64_t max_memory = 0;         // bytes of RSS; 0 = no limit
   int keep_releases = 5;
-  std::string build;
+  std::string build;                    // run by /bin/sh in each staged release, before preflight
+  Millis build_timeout{600'000};        // a build still running after this is killed and fails
   std::string user;
   std::string group;
   std::string env_file;

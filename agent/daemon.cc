@@ -1,6 +1,7 @@
 #include "agent/daemon.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/launch_env.h"
+#include "hooks/git_hook.h"
 #include "releases/fs.h"
 
 extern char** environ;
@@ -57,8 +59,24 @@ bool Daemon::add_app(const AppConfig& app, std::string* err) {
   if (!sup->init(err)) return *err = "app " + app.name + ": " + *err, false;
   AppSupervisor* raw = sup.get();
   apps_[app.name] = std::move(sup);
+  setup_git(app);
   loop_.post([raw] { raw->boot(); });
   return true;
+}
+
+// An app with `git`: its bare repository and the hook that hands pushes to us. A problem here
+// is logged and leaves the app running: pushes just do not deploy until it is fixed.
+void Daemon::setup_git(const AppConfig& app) {
+  if (app.git.empty()) return;
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string self = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "agent";
+  if (self.ends_with(" (deleted)")) self.resize(self.size() - 10);  // the binary was upgraded under us
+  hooks::GitHookPlan plan{app.git, app.branch, app.name, self, cfg_.agent.control_socket};
+  std::vector<std::string> notes;
+  std::string err;
+  if (!hooks::ensure_git_hook(plan, &notes, &err)) spdlog::error("{}: git trigger: {}; pushes will not deploy", app.name, err);
+  for (const auto& note : notes) spdlog::info("{}: {}", app.name, note);
 }
 
 bool Daemon::start(std::string* err) {
@@ -198,6 +216,7 @@ void Daemon::reload_config() {
     auto it = apps_.find(app.name);
     if (it != apps_.end()) {
       it->second->update_config(app);
+      setup_git(app);
       continue;
     }
     std::string err;
@@ -269,7 +288,19 @@ void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
   op.from = str("from");
   op.to = str("to");
   if (req.contains("steps") && req["steps"].is_number_integer()) op.steps = req["steps"].get<int>();
-  if (op.kind == OpRequest::Kind::Deploy) {
+  if (op.kind == OpRequest::Kind::Deploy && !str("rev").empty()) {
+    // A push (the post-receive hook) or `deploy --rev`: export that commit from the app's repo.
+    const AppConfig& cfg = app->second->config();
+    if (cfg.git.empty()) return s->finish(false, "app " + name + " has no git repository (set git = \"...\")");
+    std::string ref = str("ref"), want = "refs/heads/" + cfg.branch;
+    if (!ref.empty() && ref != want)
+      return s->finish(true, "ignored: " + name + " deploys pushes to " + cfg.branch + ", not " +
+                                 (ref.starts_with("refs/heads/") ? ref.substr(11) : ref) + "; nothing changed",
+                       {{"ignored", true}});
+    if (!op.from.empty()) return s->finish(false, "give --from or --rev, not both");
+    op.source = "git";
+    op.revision = str("rev");
+  } else if (op.kind == OpRequest::Kind::Deploy) {
     if (op.from.empty()) op.from = app->second->config().source;
     if (op.from.empty()) return s->finish(false, "app " + name + " has no source: give --from DIR");
     if (op.from[0] != '/') return s->finish(false, "--from must be an absolute path");

@@ -29,6 +29,7 @@ class Daemon {
  private:
   bool start(std::string* err);
   bool bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::string* err);
+  void setup_git(const AppConfig& app);
   bool add_app(const AppConfig& app, std::string* err);
   void on_signal();
   void reload_config();

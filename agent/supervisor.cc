@@ -15,6 +15,7 @@
 #include <tuple>
 #include <spdlog/spdlog.h>
 
+#include "agent/build.h"
 #include "agent/spawn.h"
 #include "agent/supervisor_util.h"
 #include "releases/version.h"
@@ -58,6 +59,7 @@ AppSupervisor::AppSupervisor(EventLoop& loop, Alerts& alerts, AgentSettings agen
 }
 
 AppSupervisor::~AppSupervisor() {
+  if (build_cancel_) build_cancel_->store(true);
   for (auto& [id, t] : threads_)
     if (t.joinable()) t.join();
   // Nothing registered with the loop may outlive us: unwatch and cancel before closing.
@@ -164,14 +166,17 @@ void AppSupervisor::start_op(OpRequest op) {
     case OpRequest::Kind::Deploy: {
       stopped_ = false;
       phase_ = Phase::Staging;
-      say("staging " + r.from);
+      bool git = r.source == "git";
+      say(git ? "deploying " + r.revision + " from " + app_.git : "staging " + r.from);
       // Copying a tree can take seconds: off the loop. The thread gets its own store handle.
       releases::StageRequest req;
       req.from = r.from;
+      if (git) req.git_repo = app_.git;
       req.watch = app_.watch;
       req.source = r.source;
       req.revision = r.revision;
       req.linked_dirs = app_.linked_dirs;
+      req.quiet = app_.settle;
       req.uid = r.uid;
       EventLoop* loop = &loop_;
       std::weak_ptr<bool> alive = alive_;
@@ -272,10 +277,78 @@ void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::st
   if (!running_ || phase_ != Phase::Staging) return;  // cancelled by a shutdown meanwhile
   if (!ok) {
     alerts_.raise({app_.name, "deploy_refused", "deploy refused: " + err, "nothing running was touched", 0, ""});
+    releases::StageRequest req;
+    req.source = running_->source;
+    req.revision = running_->revision;
+    req.uid = running_->uid;
+    std::string jerr;
+    if (!store_.record_refused(req, err, &jerr)) spdlog::error("{}: journal: {}", app_.name, jerr);
     return finish_op(false, "refused: " + err);
   }
   say("staged " + r.id + " (version " + r.version + ")");
+  if (!app_.build.empty()) return start_build(r.id);
   begin_rollout(OpRequest::Kind::Deploy, r.id, all_slots());
+}
+
+// The build runs in the staged release before any worker starts on it. Nothing running is
+// touched: a failed build marks the release failed and the old workers keep serving.
+void AppSupervisor::start_build(const std::string& release) {
+  phase_ = Phase::Building;
+  AppConfig plain = app_;
+  plain.shim.clear();  // the shim is for workers: a build's node processes listen on nothing
+  LaunchContext ctx = launch_context(release, -1);
+  LaunchEnv env;
+  std::string err;
+  if (!lookup_account(app_, &ctx.account, &err) || !LaunchEnv::build(plain, ctx, &env, &err)) {
+    BuildResult failed;
+    failed.message = err;
+    return on_built(release, failed);
+  }
+  BuildRequest req;
+  req.command = app_.build;
+  req.cwd = ctx.release_dir;
+  req.envp = build_environment(env.envp());
+  req.timeout = app_.build_timeout;
+  if (::geteuid() == 0 && ctx.account.uid != 0) {
+    req.drop_to = ctx.account;
+    // The build writes into the release (node_modules): its top directory becomes the account's.
+    if (::chown(ctx.release_dir.c_str(), ctx.account.uid, ctx.account.gid) != 0)
+      spdlog::warn("{}: chown {}: {}", app_.name, ctx.release_dir, std::strerror(errno));
+  }
+  build_cancel_ = std::make_shared<std::atomic<bool>>(false);
+  req.cancel = build_cancel_;
+  EventLoop* loop = &loop_;
+  std::weak_ptr<bool> alive = alive_;
+  req.on_line = [loop, alive, this](const std::string& line) {
+    loop->post_from_thread([alive, this, line] {
+      if (alive.expired()) return;
+      if (log_) log_->write_line("build " + line);
+      // The requester (a pusher's remote: lines) sees the build too, not just its end.
+      if (running_ && phase_ == Phase::Building && running_->progress) running_->progress("build: " + line);
+    });
+  };
+  say("building " + release + ": " + app_.build + " (as " + ctx.account.name + ", timeout " + format_duration(app_.build_timeout) + ")");
+  auto result = std::make_shared<BuildResult>();
+  off_loop([req, result] { *result = run_build(req); }, [this, result, release] { on_built(release, *result); });
+}
+
+void AppSupervisor::on_built(const std::string& release, const BuildResult& b) {
+  build_cancel_.reset();
+  if (!running_ || phase_ != Phase::Building) return;  // cancelled by a shutdown meanwhile
+  if (b.ok) {
+    say("build " + b.message);
+    return begin_rollout(OpRequest::Kind::Deploy, release, all_slots());
+  }
+  std::string why = "build failed: " + b.message;
+  if (!b.tail.empty()) {
+    why += "; last output:";
+    size_t from = b.tail.size() > 5 ? b.tail.size() - 5 : 0;
+    for (size_t i = from; i < b.tail.size(); ++i) why += (i == from ? " " : " | ") + b.tail[i];
+  }
+  alerts_.raise({app_.name, "deploy_refused", why + " (release " + release + ")", "nothing running was touched; see agent logs " + app_.name, 0, release});
+  std::string jerr;
+  if (!store_.record_failed(release, why, running_->uid, &jerr)) spdlog::error("{}: journal: {}", app_.name, jerr);
+  finish_op(false, "refused: " + why);
 }
 
 bool AppSupervisor::preflight(const std::string& release, std::string* out_err) {
@@ -330,6 +403,7 @@ void AppSupervisor::advance() {
   switch (phase_) {
     case Phase::Idle:
     case Phase::Staging:
+    case Phase::Building:
       return reconcile();
     case Phase::Starting: {
       for (const auto& slot : slots_) {
@@ -523,6 +597,7 @@ void AppSupervisor::apply_instances() {
 
 void AppSupervisor::shutdown(std::function<void()> when_empty) {
   shutting_down_ = true;
+  if (build_cancel_) build_cancel_->store(true);
   watch_.reset();
   when_empty_ = std::move(when_empty);
   if (pending_ && pending_->done) pending_->done(false, "the agent is shutting down");
@@ -579,6 +654,7 @@ nlohmann::json AppSupervisor::status() const {
   const char* state = stopped_ ? "stopped" : "running";
   switch (phase_) {
     case Phase::Staging: state = "staging"; break;
+    case Phase::Building: state = "building"; break;
     case Phase::Rolling: state = rollout_.reverting ? "reverting" : "rolling"; break;
     case Phase::Starting: state = "starting"; break;
     case Phase::Stopping: state = "stopping"; break;

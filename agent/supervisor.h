@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "agent/alerts.h"
+#include "agent/build.h"
 #include "agent/config.h"
 #include "agent/event_loop.h"
 #include "agent/launch_env.h"
@@ -130,13 +131,15 @@ class AppSupervisor {
     std::string prefix;  // "0/1234 out"
     LineSplitter lines;
   };
-  enum class Phase { Idle, Staging, Rolling, Starting, Stopping };
+  enum class Phase { Idle, Staging, Building, Rolling, Starting, Stopping };
 
   void say(const std::string& line);
   void start_op(OpRequest op);
   void finish_op(bool ok, const std::string& message);
   void on_staged(bool ok, const releases::Release& r, const std::string& err);
   void begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots);
+  void start_build(const std::string& release);
+  void on_built(const std::string& release, const BuildResult& result);
   bool preflight(const std::string& release, std::string* err);
   void advance();
   void fail_rollout(const std::string& reason);
@@ -196,6 +199,7 @@ class AppSupervisor {
   Clock::time_point op_started_;
   Rollout rollout_;
   std::function<void()> when_empty_;
+  std::shared_ptr<std::atomic<bool>> build_cancel_;  // set while a build runs; true stops it
   std::unique_ptr<watchers::FileWatch> watch_;  // source/watch: the RPM/yum trigger
   std::map<std::uint64_t, std::thread> threads_;  // staging and pruning; joined when they report back
   std::uint64_t next_thread_ = 1;

@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -162,6 +163,37 @@ bool remove_at(int dfd, const char* name, const std::string& path, int depth, st
   return true;
 }
 
+// Finds an entry under the directory open at `dfd` whose inode changed at or after `since`.
+bool find_change(int dfd, const std::string& path, const timespec& since, int depth, std::string* changed,
+                 std::string* err) {
+  if (depth > kMaxDepth) return true;
+  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
+  if (!d) {
+    if (dup >= 0) ::close(dup);
+    return *err = errno_message("open", path), false;
+  }
+  struct Closer { DIR* d; ~Closer() { ::closedir(d); } } closer{d};
+  auto after = [&](const timespec& t) { return t.tv_sec > since.tv_sec || (t.tv_sec == since.tv_sec && t.tv_nsec >= since.tv_nsec); };
+  while (dirent* e = ::readdir(d)) {
+    const char* name = e->d_name;
+    if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
+    struct stat st {};
+    if (::fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return *changed = join(path, name), true;  // removed: that is a change
+      return *err = errno_message("stat", join(path, name)), false;
+    }
+    if (after(st.st_ctim)) return *changed = join(path, name), true;
+    if (S_ISDIR(st.st_mode)) {
+      Fd sub(::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (sub.fd < 0) return *err = errno_message("open", join(path, name)), false;
+      if (!find_change(sub.fd, join(path, name), since, depth + 1, changed, err)) return false;
+      if (!changed->empty()) return true;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string errno_message(const std::string& what, const std::string& path) {
@@ -181,6 +213,23 @@ bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats,
   // The release root stays writable by the agent (linked_dirs are made in it); 0755 for readers.
   ::fchmod(dst.fd, (st.st_mode & 0777) | 0700);
   return true;
+}
+
+timespec change_clock() {
+  timespec now {};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  return now;
+}
+
+bool changed_since(const std::string& dir, const timespec& since, std::string* changed, std::string* err) {
+  changed->clear();
+  Fd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (root.fd < 0) return *err = errno_message("open", dir), false;
+  struct stat st {};
+  if (::fstat(root.fd, &st) != 0) return *err = errno_message("stat", dir), false;
+  if (st.st_ctim.tv_sec > since.tv_sec || (st.st_ctim.tv_sec == since.tv_sec && st.st_ctim.tv_nsec >= since.tv_nsec))
+    return *changed = dir, true;
+  return find_change(root.fd, dir, since, 0, changed, err);
 }
 
 bool remove_tree(const std::string& path, std::string* err) {

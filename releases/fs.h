@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <string>
 
 namespace releases {
@@ -20,6 +21,13 @@ struct CopyStats {
 /// was created under `to` is left for the caller to remove.
 bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err);
 
+/// Now, on the clock the kernel stamps inode changes with (coarse: a change made after this
+/// call never carries an earlier time).
+timespec change_clock();
+/// Whether anything under `dir` (itself included) changed at or after `since`: its inode
+/// ctime, which every write, create, rename, chmod and delete-in-a-directory moves. `*changed`
+/// names the first such path found, empty if none. Symlinks are not followed.
+bool changed_since(const std::string& dir, const timespec& since, std::string* changed, std::string* err);
 /// Removes `path` and everything below it. Symlinks are removed, never followed. A missing
 /// path is not an error.
 bool remove_tree(const std::string& path, std::string* err);

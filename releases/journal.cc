@@ -19,12 +19,13 @@ const char* event_name(Event e) {
     case Event::Activated: return "activated";
     case Event::Failed: return "failed";
     case Event::RolledBack: return "rolled_back";
+    case Event::Refused: return "refused";
   }
   return "?";
 }
 
 std::optional<Event> parse_event(const std::string& s) {
-  for (Event e : {Event::Staged, Event::Activated, Event::Failed, Event::RolledBack})
+  for (Event e : {Event::Staged, Event::Activated, Event::Failed, Event::RolledBack, Event::Refused})
     if (s == event_name(e)) return e;
   return std::nullopt;
 }
@@ -76,7 +77,7 @@ bool Journal::read(std::vector<JournalEntry>* out, std::vector<std::string>* war
     JournalEntry e;
     auto str = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : ""; };
     auto ev = parse_event(str("event"));
-    if (!ev || str("release").empty()) {
+    if (!ev || (str("release").empty() && *ev != Event::Refused)) {
       bad("no known \"event\" or no \"release\"");
       continue;
     }

@@ -8,14 +8,16 @@
 
 namespace releases {
 
-enum class Event { Staged, Activated, Failed, RolledBack };
+// refused: a deploy turned down before anything was staged (no version, no package.json in a
+// pushed commit, a tree that kept changing); it has no release id.
+enum class Event { Staged, Activated, Failed, RolledBack, Refused };
 const char* event_name(Event e);
 std::optional<Event> parse_event(const std::string& s);
 
 struct JournalEntry {
   std::string time;      // ISO 8601 UTC; filled by append() when empty
   Event event = Event::Staged;
-  std::string release;   // release id
+  std::string release;   // release id; empty for refused
   std::string version;
   std::string source;    // rpm | git | cli
   std::string revision;  // git commit, when there is one

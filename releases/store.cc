@@ -11,6 +11,7 @@
 #include <map>
 #include <thread>
 
+#include "releases/git.h"
 #include "releases/version.h"
 
 namespace releases {
@@ -22,6 +23,7 @@ const char* state_name(ReleaseState s) {
     case ReleaseState::Previous: return "previous";
     case ReleaseState::Failed: return "failed";
     case ReleaseState::RolledBack: return "rolled_back";
+    case ReleaseState::Refused: return "refused";
     case ReleaseState::Unknown: return "unknown";
   }
   return "?";
@@ -94,7 +96,8 @@ std::vector<std::string> ReleaseStore::activation_stack(const std::vector<Journa
       case Event::RolledBack:
         if (it != stack.end()) stack.erase(it);
         break;
-      case Event::Staged: break;
+      case Event::Staged:
+      case Event::Refused: break;
     }
   }
   std::erase_if(stack, [&](const std::string& id) { return !is_directory(release_dir(id)); });
@@ -174,6 +177,7 @@ bool ReleaseStore::link_shared(const std::string& rdir, const std::vector<std::s
 }
 
 bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err) {
+  if (!req.git_repo.empty()) return stage_commit(req, out, err);
   auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
   if (!is_directory(req.from)) return *err = "source directory " + req.from + " does not exist", false;
   if (!init(err)) return false;
@@ -181,7 +185,7 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
   // vanishes mid-copy, or a watched file that changed by the end all mean "stage again".
   auto again = [&](int attempt, const std::string& why) {
     say(why + "; staging again");
-    std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    std::this_thread::sleep_for(std::max(std::chrono::milliseconds(200 * attempt), req.quiet));
   };
   for (int attempt = 1; attempt <= req.max_tries; ++attempt) {
     bool last = attempt == req.max_tries;
@@ -195,6 +199,7 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
     say("staging " + req.from + " (version " + version + ") into " + tmp);
     CopyStats stats;
     std::string staged, after, ignored;
+    timespec copy_began = change_clock();
     bool copied = copy_tree(req.from, tmp, &stats, err);
     int copy_errno = errno;
     bool vanished = !copied && copy_errno == ENOENT;
@@ -206,35 +211,92 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
       if (!last) again(attempt, vanished ? *err : req.watch + " changed while staging (an installer still writing?)");
       continue;
     }
-    bool ok = copied && link_shared(tmp, req.linked_dirs, err) && sync_filesystem(tmp, err);
-    if (ok && ::rename(tmp.c_str(), release_dir(id).c_str()) != 0) ok = false, *err = errno_message("rename " + tmp + " to", release_dir(id));
-    if (!ok) {
+    if (!copied) {
       std::string cleanup_err;
       if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
       *err = "staging failed: " + *err;
       return false;
     }
-    JournalEntry e;
-    e.event = Event::Staged;
-    e.release = id;
-    e.version = version;
-    e.source = req.source;
-    e.revision = req.revision;
-    e.uid = req.uid;
-    if (!fsync_dir(releases_dir(), err) || !journal_.append(e, err)) {
+    // The watched file can land before the code (RPM writes in payload order): anything in the
+    // tree that changed while it was copied means the copy may mix old and new files.
+    std::string changed, walk_err;
+    if (!changed_since(req.from, copy_began, &changed, &walk_err)) changed = walk_err;
+    if (!changed.empty()) {
       std::string cleanup_err;
-      remove_tree(release_dir(id), &cleanup_err);
-      return false;
+      remove_tree(tmp, &cleanup_err);
+      if (last) {
+        *err = req.from + " was still changing while staging (" + std::to_string(req.max_tries) + " tries, last: " + changed +
+               "): is an installer still writing? Nothing was staged";
+        return false;
+      }
+      again(attempt, changed + " changed while staging (the tree is still being written)");
+      continue;
     }
-    *out = Release{id, release_dir(id), version, stats, attempt};
-    say("staged " + id + ": " + std::to_string(stats.files) + " files, " + std::to_string(stats.dirs) + " dirs, " +
-        std::to_string(stats.symlinks) + " symlinks, " + std::to_string(stats.bytes) + " bytes copied, " +
-        std::to_string(stats.cloned) + " files cloned");
-    return true;
+    return finish_staging(req, id, version, stats, attempt, out, err);
   }
   *err = req.from + "/" + req.watch + " kept changing while staging (" + std::to_string(req.max_tries) +
          " tries): is an installer still writing? Nothing was staged";
   return false;
+}
+
+bool ReleaseStore::stage_commit(const StageRequest& req, Release* out, std::string* err) {
+  auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
+  if (!init(err)) return false;
+  GitCommit commit;
+  if (!git_resolve(req.git_repo, req.revision, &commit, err)) return false;
+  std::string text, v;
+  bool missing = false;
+  if (!git_read_file(req.git_repo, commit.oid, req.watch, &text, &missing, err)) {
+    if (missing) *err = "commit " + commit.short_id + " has no " + req.watch + " at the top of its tree: nothing to deploy";
+    return false;
+  }
+  if (!version_from_text(req.watch, text, commit.short_id + ":" + req.watch, &v, err)) return false;
+  std::string version = v + "+" + commit.short_id;  // two pushes of one version stay apart
+  if (!check_version(version, err)) return false;
+  std::string id = unique_id(version), tmp = release_dir(id) + ".tmp";
+  say("exporting commit " + commit.short_id + " (" + commit.summary + ") into " + tmp);
+  StageRequest with_oid = req;
+  with_oid.revision = commit.oid;  // the journal keeps the full id, whatever name was pushed
+  CopyStats stats;
+  if (!git_export(req.git_repo, commit.oid, tmp, &stats, err)) {
+    std::string cleanup_err;
+    if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
+    *err = "staging commit " + commit.short_id + " failed: " + *err;
+    return false;
+  }
+  return finish_staging(with_oid, id, version, stats, 1, out, err);
+}
+
+bool ReleaseStore::finish_staging(const StageRequest& req, const std::string& id, const std::string& version,
+                                  const CopyStats& stats, int attempt, Release* out, std::string* err) {
+  auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
+  std::string tmp = release_dir(id) + ".tmp";
+  bool ok = link_shared(tmp, req.linked_dirs, err) && sync_filesystem(tmp, err);
+  if (ok && ::rename(tmp.c_str(), release_dir(id).c_str()) != 0) ok = false, *err = errno_message("rename " + tmp + " to", release_dir(id));
+  if (!ok) {
+    std::string cleanup_err;
+    if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
+    *err = "staging failed: " + *err;
+    return false;
+  }
+  JournalEntry e;
+  e.event = Event::Staged;
+  e.release = id;
+  e.version = version;
+  e.source = req.source;
+  e.revision = req.revision;
+  e.uid = req.uid;
+  if (!fsync_dir(releases_dir(), err) || !journal_.append(e, err)) {
+    std::string cleanup_err;
+    remove_tree(release_dir(id), &cleanup_err);
+    return false;
+  }
+  *out = Release{id, release_dir(id), version, stats, attempt};
+  say("staged " + id + ": " + std::to_string(stats.files) + " files, " + std::to_string(stats.dirs) + " dirs, " +
+      std::to_string(stats.symlinks) + " symlinks, " + std::to_string(stats.bytes) + " bytes" +
+      (stats.cloned ? ", " + std::to_string(stats.cloned) + " files cloned" : std::string()) +
+      (stats.skipped ? ", " + std::to_string(stats.skipped) + " skipped (submodules, sockets, devices)" : std::string()));
+  return true;
 }
 
 bool ReleaseStore::switch_current(const std::string& id, const std::vector<JournalEntry>& lines, std::string* err) {
@@ -258,6 +320,17 @@ bool ReleaseStore::activate(const std::string& id, const std::string& reason, lo
   std::vector<JournalEntry> entries;
   if (!read_journal(&entries, err)) return false;
   return switch_current(id, {entry_about(entries, Event::Activated, id, reason, uid)}, err);
+}
+
+bool ReleaseStore::record_refused(const StageRequest& req, const std::string& reason, std::string* err) {
+  if (!init(err)) return false;
+  JournalEntry e;
+  e.event = Event::Refused;
+  e.source = req.source;
+  e.revision = req.revision;
+  e.reason = reason;
+  e.uid = req.uid;
+  return journal_.append(e, err);
 }
 
 bool ReleaseStore::record_failed(const std::string& id, const std::string& reason, long uid, std::string* err) {
@@ -313,7 +386,12 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
   if (!journal_.read(&entries, warnings, err)) return false;
   auto cur = current();
   std::map<std::string, ReleaseInfo> by_id;
+  std::vector<ReleaseInfo> refused;
   for (const auto& e : entries) {
+    if (e.event == Event::Refused) {
+      refused.push_back({"", e.version, e.source, e.revision, e.time, e.reason, ReleaseState::Refused, false});
+      continue;
+    }
     ReleaseInfo& r = by_id[e.release];
     r.id = e.release;
     if (!e.version.empty()) r.version = e.version;
@@ -326,6 +404,7 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
       case Event::Activated: r.state = ReleaseState::Previous; break;
       case Event::Failed: r.state = ReleaseState::Failed; break;
       case Event::RolledBack: r.state = ReleaseState::RolledBack; break;
+      case Event::Refused: break;
     }
   }
   out->clear();
@@ -336,6 +415,22 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
     r.current = cur == *it;
     if (r.current) r.state = ReleaseState::Active;
     out->push_back(std::move(r));
+  }
+  // Refused deploys, between the releases by time ("2026-11-22T10:15:00Z" sorts with the id's
+  // "20261122T101500Z" once its separators are dropped): recent ones only, as pruning does.
+  auto key = [](const ReleaseInfo& r) {
+    if (!r.id.empty()) return r.id.substr(0, 16);
+    std::string k;
+    for (char c : r.time) if (c != '-' && c != ':') k += c;
+    return k;
+  };
+  std::string oldest = ids.empty() ? std::string() : ids.front().substr(0, 16);
+  int shown = 0;
+  for (auto it = refused.rbegin(); it != refused.rend() && shown < 5; ++it) {
+    if (key(*it) < oldest) break;
+    auto pos = std::find_if(out->begin(), out->end(), [&](const ReleaseInfo& r) { return key(r) <= key(*it); });
+    out->insert(pos, *it);
+    ++shown;
   }
   return true;
 }

@@ -12,6 +12,7 @@
 // goes back two releases rather than back and forth.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <set>
@@ -27,10 +28,12 @@ struct StageRequest {
   std::string from;                      // directory to copy
   std::string watch = "package.json";    // the file that holds the version, relative to `from`
   std::string source = "cli";            // rpm | git | cli, for the journal
-  std::string revision;
+  std::string revision;                  // git: what to export (a sha, a branch); journaled as the full id
+  std::string git_repo;                  // set: export `revision` from this bare repository instead of copying `from`
   std::vector<std::string> linked_dirs;  // relative paths, symlinked to shared/
   long uid = -1;
-  int max_tries = 5;                     // restage while the watched file keeps changing
+  int max_tries = 5;                     // restage while the watched file or the tree keeps changing
+  std::chrono::milliseconds quiet{0};    // wait at least this long before staging again
   std::function<void(const std::string&)> progress;  // optional progress lines
 };
 
@@ -40,11 +43,11 @@ struct Release {
   int tries = 0;
 };
 
-enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Unknown };
+enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Refused, Unknown };
 const char* state_name(ReleaseState s);
 
 struct ReleaseInfo {
-  std::string id, version, source, revision, time, reason;
+  std::string id, version, source, revision, time, reason;  // id is empty for a refused deploy
   ReleaseState state = ReleaseState::Unknown;
   bool current = false;
 };
@@ -71,6 +74,8 @@ class ReleaseStore {
   /// The id `current` points to, if it points to an existing release.
   std::optional<std::string> current() const;
 
+  /// With req.git_repo: exports the commit req.revision instead, its version being the watched
+  /// file's version plus "+<short id>".
   /// Copies req.from into releases/<id>.tmp, checks the watched file did not change meanwhile
   /// (else stages again, up to req.max_tries), links linked_dirs, syncs, renames into place and
   /// journals "staged". On failure nothing new is visible and the journal is untouched.
@@ -78,6 +83,9 @@ class ReleaseStore {
 
   /// Points `current` at `id` and journals "activated".
   bool activate(const std::string& id, const std::string& reason, long uid, std::string* err);
+
+  /// Journals "refused" for a deploy turned down before anything was staged.
+  bool record_refused(const StageRequest& req, const std::string& reason, std::string* err);
 
   /// Journals "failed" for a release that did not go live.
   bool record_failed(const std::string& id, const std::string& reason, long uid, std::string* err);
@@ -93,7 +101,8 @@ class ReleaseStore {
   /// activation history (the current one at least), then activated.
   bool rollback_to(const std::string& id, long uid, std::string* err);
 
-  /// Every release on disk, newest first, with its state from the journal.
+  /// Every release on disk, newest first, with its state from the journal, and the refused
+  /// deploys among them (the last 5 no older than the oldest release listed).
   bool list(std::vector<ReleaseInfo>* out, std::vector<std::string>* warnings, std::string* err) const;
 
   /// Removes the oldest releases until at most `keep` remain. Never removes the current
@@ -110,6 +119,10 @@ class ReleaseStore {
   /// Points current at `id`, then journals `lines`; if the journal cannot take them, current
   /// is switched back, so the two never disagree.
   bool switch_current(const std::string& id, const std::vector<JournalEntry>& lines, std::string* err);
+  bool stage_commit(const StageRequest& req, Release* out, std::string* err);
+  /// Links shared dirs into releases/<id>.tmp, syncs, renames it into place, journals "staged".
+  bool finish_staging(const StageRequest& req, const std::string& id, const std::string& version, const CopyStats& stats,
+                      int attempt, Release* out, std::string* err);
   bool link_shared(const std::string& release_dir, const std::vector<std::string>& dirs, std::string* err);
 
   std::string app_dir_;

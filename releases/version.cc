@@ -33,18 +33,23 @@ bool version_from_package_json(const std::string& text, const std::string& where
   return check_version(*version, err) || (*err = where + ": " + *err, false);
 }
 
+bool version_from_text(const std::string& watch, const std::string& text, const std::string& where,
+                       std::string* version, std::string* err) {
+  size_t slash = watch.rfind('/');
+  std::string base = slash == std::string::npos ? watch : watch.substr(slash + 1);
+  if (base == "package.json") return version_from_package_json(text, where, version, err);
+  std::string line = text.substr(0, text.find('\n'));
+  const char* ws = " \t\r\v\f";
+  size_t b = line.find_first_not_of(ws), e = line.find_last_not_of(ws);
+  *version = b == std::string::npos ? "" : line.substr(b, e - b + 1);
+  return check_version(*version, err) || (*err = where + ": " + *err, false);
+}
+
 bool read_version(const std::string& dir, const std::string& watch, std::string* version, std::string* raw,
                   std::string* err) {
   std::string path = dir + "/" + watch;
   if (!read_file(path, raw, err)) return false;
-  size_t slash = watch.rfind('/');
-  std::string base = slash == std::string::npos ? watch : watch.substr(slash + 1);
-  if (base == "package.json") return version_from_package_json(*raw, path, version, err);
-  std::string line = raw->substr(0, raw->find('\n'));
-  const char* ws = " \t\r\v\f";
-  size_t b = line.find_first_not_of(ws), e = line.find_last_not_of(ws);
-  *version = b == std::string::npos ? "" : line.substr(b, e - b + 1);
-  return check_version(*version, err) || (*err = path + ": " + *err, false);
+  return version_from_text(watch, *raw, path, version, err);
 }
 
 bool check_version(const std::string& v, std::string* err) {

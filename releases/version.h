@@ -12,6 +12,9 @@ namespace releases {
 bool read_version(const std::string& dir, const std::string& watch, std::string* version, std::string* raw,
                   std::string* err);
 
+/// The same from the watched file's text already read (`where` names it in messages).
+bool version_from_text(const std::string& watch, const std::string& text, const std::string& where,
+                       std::string* version, std::string* err);
 /// The version from package.json text (`where` names the file in messages).
 bool version_from_package_json(const std::string& text, const std::string& where, std::string* version,
                                std::string* err);

@@ -11,6 +11,8 @@ pkgs=(
   libgit2-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev libcurl4-openssl-dev
   # tests
   doctest-dev python3
+  # the RPM trigger end to end: rpmbuild and rpm
+  rpm
   # workers of the example app
   nodejs curl
 )
