@@ -174,7 +174,7 @@ bool find_change(int dfd, const std::string& path, const timespec& since, int de
     return *err = errno_message("open", path), false;
   }
   struct Closer { DIR* d; ~Closer() { ::closedir(d); } } closer{d};
-  auto after = [&](const timespec& t) { return t.tv_sec > since.tv_sec || (t.tv_sec == since.tv_sec && t.tv_nsec >= since.tv_nsec); };
+  auto after = [&](const timespec& t) { return t.tv_sec > since.tv_sec || (t.tv_sec == since.tv_sec && t.tv_nsec > since.tv_nsec); };
   while (dirent* e = ::readdir(d)) {
     const char* name = e->d_name;
     if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
@@ -217,7 +217,7 @@ bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats,
 
 timespec change_clock() {
   timespec now {};
-  ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  ::clock_gettime(CLOCK_REALTIME, &now);
   return now;
 }
 
@@ -227,7 +227,7 @@ bool changed_since(const std::string& dir, const timespec& since, std::string* c
   if (root.fd < 0) return *err = errno_message("open", dir), false;
   struct stat st {};
   if (::fstat(root.fd, &st) != 0) return *err = errno_message("stat", dir), false;
-  if (st.st_ctim.tv_sec > since.tv_sec || (st.st_ctim.tv_sec == since.tv_sec && st.st_ctim.tv_nsec >= since.tv_nsec))
+  if (st.st_ctim.tv_sec > since.tv_sec || (st.st_ctim.tv_sec == since.tv_sec && st.st_ctim.tv_nsec > since.tv_nsec))
     return *changed = dir, true;
   return find_change(root.fd, dir, since, 0, changed, err);
 }

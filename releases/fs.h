@@ -21,10 +21,11 @@ struct CopyStats {
 /// was created under `to` is left for the caller to remove.
 bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err);
 
-/// Now, on the clock the kernel stamps inode changes with (coarse: a change made after this
-/// call never carries an earlier time).
+/// Now, as inode change times count it. A change made before this call never carries a later
+/// time; one made within a clock tick after it (a few ms) may carry an earlier one where the
+/// kernel stamps inodes with its coarse clock, and is then not seen.
 timespec change_clock();
-/// Whether anything under `dir` (itself included) changed at or after `since`: its inode
+/// Whether anything under `dir` (itself included) changed after `since`: its inode
 /// ctime, which every write, create, rename, chmod and delete-in-a-directory moves. `*changed`
 /// names the first such path found, empty if none. Symlinks are not followed.
 bool changed_since(const std::string& dir, const timespec& since, std::string* changed, std::string* err);
