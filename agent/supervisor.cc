@@ -176,7 +176,8 @@ void AppSupervisor::start_op(OpRequest op) {
       req.source = r.source;
       req.revision = r.revision;
       req.linked_dirs = app_.linked_dirs;
-      req.quiet = app_.settle;
+      // A package manager's drop must have settled as a whole tree, not only the watched file.
+      if (r.source == "rpm") req.quiet = app_.settle;
       req.uid = r.uid;
       EventLoop* loop = &loop_;
       std::weak_ptr<bool> alive = alive_;

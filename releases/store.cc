@@ -218,18 +218,24 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
       return false;
     }
     // The watched file can land before the code (RPM writes in payload order): anything in the
-    // tree that changed while it was copied means the copy may mix old and new files.
+    // tree that changed while it was copied, or less than `quiet` before, means an installer
+    // may still be writing and the copy may mix old and new files.
+    timespec since = copy_began;
+    long long ns = static_cast<long long>(since.tv_sec) * 1'000'000'000 + since.tv_nsec -
+                   static_cast<long long>(req.quiet.count()) * 1'000'000;
+    since.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    since.tv_nsec = static_cast<long>(ns % 1'000'000'000);
     std::string changed, walk_err;
-    if (!changed_since(req.from, copy_began, &changed, &walk_err)) changed = walk_err;
+    if (!changed_since(req.from, since, &changed, &walk_err)) changed = walk_err;
     if (!changed.empty()) {
       std::string cleanup_err;
       remove_tree(tmp, &cleanup_err);
       if (last) {
-        *err = req.from + " was still changing while staging (" + std::to_string(req.max_tries) + " tries, last: " + changed +
+        *err = req.from + " kept changing while staging (" + std::to_string(req.max_tries) + " tries, last: " + changed +
                "): is an installer still writing? Nothing was staged";
         return false;
       }
-      again(attempt, changed + " changed while staging (the tree is still being written)");
+      again(attempt, changed + " changed just before or while staging (the tree is still being written)");
       continue;
     }
     return finish_staging(req, id, version, stats, attempt, out, err);

@@ -33,7 +33,9 @@ struct StageRequest {
   std::vector<std::string> linked_dirs;  // relative paths, symlinked to shared/
   long uid = -1;
   int max_tries = 5;                     // restage while the watched file or the tree keeps changing
-  std::chrono::milliseconds quiet{0};    // wait at least this long before staging again
+  // The tree must not have changed for this long before the copy (nor during it); staging
+  // again waits at least this long. 0: only changes during the copy count.
+  std::chrono::milliseconds quiet{0};
   std::function<void(const std::string&)> progress;  // optional progress lines
 };
 

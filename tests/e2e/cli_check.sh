@@ -10,6 +10,12 @@ expect_out "ok (1 app: hello)"
 AGENT_CONFIG="$cfg" run "$AGENT" check
 expect_rc 0
 
+# The git-push walkthrough's config too.
+cfg=$("$REPO/scripts/render-example.sh" git-push "$TMP/git-push")
+run "$AGENT" check -c "$cfg"
+expect_rc 0
+expect_out "ok (1 app: hello)"
+
 cat > "$TMP/bad.toml" <<'TOML'
 [agent]
 state_dir = "var/lib/agent"

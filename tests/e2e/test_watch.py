@@ -3,6 +3,7 @@ command typed, once it settles; a touch that changes nothing deploys nothing; bu
 import json
 import os
 import shutil
+import time
 import unittest
 
 from harness import AgentTest, Load, free_port, http_get, wait_until
@@ -81,6 +82,30 @@ class Watch(AgentTest):
         set_version(self.src, "1.0.40")
         self.a.start(wait_ready=False)
         self.wait_live("1.0.40")
+
+    def test_a_tree_still_being_written_is_staged_again_until_it_is_complete(self):
+        # The watched file lands first and settles; the installer is still writing the code in a
+        # subdirectory (no event on the watched directory). Staging sees the tree change under
+        # it and stages again until the writer is done: the release holds the last content.
+        lib = os.path.join(self.src, "lib")
+        os.makedirs(lib, exist_ok=True)
+        data = os.path.join(lib, "data.js")
+        mark = self.a.output().count("the tree is still being written")
+        set_version(self.src, "1.0.50")
+        deadline = time.monotonic() + 1.2
+        i = 0
+        while time.monotonic() < deadline:  # the writer: a new content every 20 ms for 1.2 s
+            with open(data, "w") as f:
+                f.write(f"// part {i}\n" * 200)
+            i += 1
+            time.sleep(0.02)
+        with open(data, "w") as f:
+            f.write("// final\n")
+        self.wait_live("1.0.50")
+        self.assertGreater(self.a.output().count("the tree is still being written"), mark)
+        rel = os.path.join(self.a.state, "web", "releases", self.a.current("web"))
+        with open(os.path.join(rel, "lib", "data.js")) as f:
+            self.assertEqual(f.read(), "// final\n")
 
 
 if __name__ == "__main__":
