@@ -84,7 +84,8 @@ const std::map<std::string, std::string> kVerbHelp = {
                      "Exit 1 when a push to the branch was not deployed.\n"},
     {"releases", "Usage: agent releases [APP] [--json] [-c FILE]\n\n"
                  "Lists the releases of APP (all apps when left out) newest first: id, version, source, state\n"
-                 "(active, previous, staged, failed, rolled_back) and a * on the current one. Needs no daemon.\n"},
+                 "(active, previous, staged, failed, rolled_back) and a * on the current one, with the deploys refused\n"
+                 "before anything was staged among them (refused, with the reason). Needs no daemon.\n"},
 };
 
 struct Args {

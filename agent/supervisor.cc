@@ -18,6 +18,7 @@
 #include "agent/build.h"
 #include "agent/spawn.h"
 #include "agent/supervisor_util.h"
+#include "releases/git.h"
 #include "releases/version.h"
 
 namespace agent {
@@ -115,9 +116,16 @@ void AppSupervisor::boot() {
     op->from = app_.source;
     op->source = "rpm";
     releases::read_file(app_.source + "/" + app_.watch, &baseline, &err);
+  } else if (releases::GitCommit head; !app_.git.empty() && releases::git_resolve(app_.git, "refs/heads/" + app_.branch, &head, &err)) {
+    // Pushed while the agent was down (or before it first ran): the branch is what to run.
+    op.emplace();
+    op->kind = OpRequest::Kind::Deploy;
+    op->source = "git";
+    op->revision = head.oid;
   } else {
-    spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`{}", app_.name, app_.name,
-                 app_.source.empty() ? "" : " or for " + app_.source + "/" + app_.watch);
+    spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`{}{}", app_.name, app_.name,
+                 app_.source.empty() ? "" : " or for " + app_.source + "/" + app_.watch,
+                 app_.git.empty() ? "" : " or for a push to " + app_.git + " (branch " + app_.branch + ")");
   }
   if (!app_.source.empty()) start_watch(baseline);
   if (op) submit(std::move(*op));

@@ -13,6 +13,8 @@ pkgs=(
   doctest-dev python3
   # the RPM trigger end to end: rpmbuild and rpm
   rpm
+  # git push over ssh to localhost in the e2e tests
+  openssh-server openssh-client
   # workers of the example app
   nodejs curl
 )

@@ -142,6 +142,24 @@ class Push(GitApp):
         staged = [e["version"] for e in self.a.journal("web") if e["event"] == "staged"]
         self.assertEqual([v.split("+")[0] for v in staged], ["1.0.0", "1.0.1", "1.0.3"])
 
+    def test_a_push_while_the_agent_is_down_is_kept_and_deployable(self):
+        before = self.a.current("web")
+        self.assertEqual(self.a.stop(), 0)
+        sha = self.commit("1.0.1")
+        out = self.push("origin", "main")
+        self.assertIn("remote: agent: NOT deployed: ", out)
+        self.assertIn(f"(the push is stored; deploy it with: agent deploy web --rev {sha[:7]})", out)
+        self.a.start()  # what was live comes back; the push waits for the operator
+        self.assertEqual(self.a.current("web"), before)
+        r = self.a.cli("deploy", "web", "--rev", sha[:7])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.version_live(), "1.0.1")
+        # With nothing deployed at all (a new host, state lost), start deploys the branch.
+        self.assertEqual(self.a.stop(), 0)
+        shutil.rmtree(self.a.state)
+        self.a.start()
+        self.assertTrue(self.a.current("web").endswith("-1.0.1+" + sha[:7]))
+
     def test_deploy_rev_from_the_cli(self):
         first = self.git("rev-parse", "HEAD").stdout.strip()
         self.commit_and_push("1.0.1")
@@ -152,6 +170,56 @@ class Push(GitApp):
         r = self.a.cli("deploy", "web", "--rev", "no-such-branch")
         self.assertEqual(r.returncode, 1)
         self.assertIn("no-such-branch", r.stderr)
+
+
+class PushOverSsh(GitApp):
+    """The same push through a real sshd on loopback: the hook then runs in sshd's clean
+    environment, as a real server's would."""
+
+    def setUp(self):
+        super().setUp()
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if os.geteuid() != 0 or not os.path.exists(sshd):
+            self.skipTest("needs root and openssh-server (scripts/setup.sh installs it)")
+        d = os.path.join(self.a.dir, "ssh")
+        os.makedirs(d, mode=0o700)
+        for name in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, name)], check=True)
+        shutil.copy(os.path.join(d, "client.pub"), os.path.join(d, "authorized_keys"))
+        self.ssh_port = free_port()
+        with open(os.path.join(d, "sshd_config"), "w") as f:
+            f.write(f"Port {self.ssh_port}\nListenAddress 127.0.0.1\nHostKey {d}/host\n"
+                    f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
+                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+                    f"PidFile {d}/sshd.pid\nStrictModes no\n")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        self.sshd = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(d, "sshd_config")],
+                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "sshd.log"), "w"))
+        self.addCleanup(lambda: (self.sshd.kill(), self.sshd.wait()))
+        wait_until(lambda: self.port_open(self.ssh_port), 10, "sshd to listen")
+        self.ssh_env = dict(os.environ, GIT_SSH_COMMAND=f"ssh -p {self.ssh_port} -i {d}/client -o BatchMode=yes "
+                            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+
+    @staticmethod
+    def port_open(port):
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def test_a_push_over_ssh_goes_live_under_load(self):
+        load = Load(self.port)
+        sha = self.commit("1.0.1")
+        r = subprocess.run(["git", "push", f"ssh://root@127.0.0.1:{self.ssh_port}{self.bare}", "HEAD:main"],
+                           cwd=self.work, env=self.ssh_env, capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        self.assertNoFailures(load.stop())
+        self.assertRegex(out, r"remote: agent: live: \S+-1\.0\.1\+" + sha[:7], out)
+        self.assertEqual(self.version_live(), "1.0.1")
 
 
 class Build(GitApp):
