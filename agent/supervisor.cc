@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <tuple>
@@ -109,13 +110,17 @@ void AppSupervisor::boot() {
   if (auto cur = store_.current()) {
     op.emplace();
     op->kind = OpRequest::Kind::Start;
-    releases::read_file(store_.release_dir(*cur) + "/" + app_.watch, &baseline, &err);
+    // The source content last acted on, not the live release's: after `agent rollback 1` the
+    // source still holds the newer version, and a restart must not deploy it again.
+    if (!releases::read_file(seen_path(), &baseline, &err))
+      releases::read_file(store_.release_dir(*cur) + "/" + app_.watch, &baseline, &err);
   } else if (!app_.source.empty() && ::access((app_.source + "/" + app_.watch).c_str(), R_OK) == 0) {
     op.emplace();
     op->kind = OpRequest::Kind::Deploy;
     op->from = app_.source;
     op->source = "rpm";
     releases::read_file(app_.source + "/" + app_.watch, &baseline, &err);
+    remember_seen(baseline);
   } else if (releases::GitCommit head; !app_.git.empty() && releases::git_resolve(app_.git, "refs/heads/" + app_.branch, &head, &err)) {
     // Pushed while the agent was down (or before it first ran): the branch is what to run.
     op.emplace();
@@ -132,7 +137,9 @@ void AppSupervisor::boot() {
 }
 
 void AppSupervisor::start_watch(const std::string& baseline) {
-  watch_ = std::make_unique<watchers::FileWatch>(loop_, app_.source, app_.watch, app_.settle, app_.poll_interval, [this] {
+  watch_ = std::make_unique<watchers::FileWatch>(loop_, app_.source, app_.watch, app_.settle, app_.poll_interval,
+                                                 [this](const std::string& content) {
+    remember_seen(content);
     OpRequest op;
     op.kind = OpRequest::Kind::Deploy;
     op.from = app_.source;
@@ -143,6 +150,19 @@ void AppSupervisor::start_watch(const std::string& baseline) {
   if (!watch_->start(baseline, &err)) {
     spdlog::error("{}: cannot watch {}: {}; deploy with agent deploy", app_.name, app_.source, err);
     watch_.reset();
+  }
+}
+
+std::string AppSupervisor::seen_path() const { return store_.app_dir() + "/source-seen"; }
+
+void AppSupervisor::remember_seen(const std::string& content) {
+  std::string tmp = seen_path() + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "we");
+  bool ok = f && std::fwrite(content.data(), 1, content.size(), f) == content.size();
+  if (f && std::fclose(f) != 0) ok = false;
+  if (!ok || ::rename(tmp.c_str(), seen_path().c_str()) != 0) {
+    spdlog::warn("{}: cannot record {} ({}): a restart may deploy this source content again", app_.name, seen_path(), std::strerror(errno));
+    ::unlink(tmp.c_str());
   }
 }
 

@@ -162,6 +162,9 @@ class AppSupervisor {
   void check_memory();
   /// Watches source/watch (when the app has a source) and deploys what lands there.
   void start_watch(const std::string& baseline);
+  /// <app_dir>/source-seen: the content of source/watch last acted on, kept across restarts.
+  std::string seen_path() const;
+  void remember_seen(const std::string& content);
   /// Calls when_empty_ once no worker and no background thread is left (shutdown).
   void maybe_empty();
   void on_notify();

@@ -21,7 +21,7 @@ std::string dirname_of(const std::string& path) {
 }  // namespace
 
 FileWatch::FileWatch(agent::EventLoop& loop, std::string source_dir, std::string watch_rel, agent::Millis settle,
-                     std::optional<agent::Millis> poll_interval, std::function<void()> on_change)
+                     std::optional<agent::Millis> poll_interval, std::function<void(const std::string&)> on_change)
     : loop_(loop),
       source_(std::move(source_dir)),
       watch_rel_(std::move(watch_rel)),
@@ -109,7 +109,7 @@ void FileWatch::check() {
   }
   spdlog::info("watch: {}/{} changed and settled for {}: deploying", source_, watch_rel_, agent::format_duration(settle_));
   deployed_ = content;  // a refused package is not retried on every event; the next change is
-  on_change_();
+  on_change_(content);
 }
 
 }  // namespace watchers

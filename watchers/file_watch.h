@@ -21,13 +21,13 @@ namespace watchers {
 class FileWatch {
  public:
   FileWatch(agent::EventLoop& loop, std::string source_dir, std::string watch_rel, agent::Millis settle,
-            std::optional<agent::Millis> poll_interval, std::function<void()> on_change);
+            std::optional<agent::Millis> poll_interval, std::function<void(const std::string& content)> on_change);
   ~FileWatch();
   FileWatch(const FileWatch&) = delete;
   FileWatch& operator=(const FileWatch&) = delete;
 
-  /// Starts watching. `deployed` is the watched file's content in the release that is live
-  /// (empty if none): only a different content triggers, and each content triggers once.
+  /// Starts watching. `deployed` is the watched file's content last acted on (empty if none):
+  /// only a different content triggers, and each content triggers once. on_change gets it.
   /// Fails only if inotify cannot be set up.
   bool start(const std::string& deployed, std::string* err);
 
@@ -41,7 +41,7 @@ class FileWatch {
   std::string source_, watch_rel_, dir_, parent_;
   agent::Millis settle_;
   std::optional<agent::Millis> poll_;
-  std::function<void()> on_change_;
+  std::function<void(const std::string&)> on_change_;
   int fd_ = -1;
   int dir_wd_ = -1, parent_wd_ = -1;
   agent::EventLoop::Id watch_ = 0, settle_timer_ = 0, poll_timer_ = 0;

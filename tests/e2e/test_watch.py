@@ -83,6 +83,24 @@ class Watch(AgentTest):
         self.a.start(wait_ready=False)
         self.wait_live("1.0.40")
 
+    def test_a_rollback_is_not_undone_by_a_restart(self):
+        # The source still holds 1.0.1 after the rollback; a restart of the agent (a reboot)
+        # must not deploy it again: the watch remembers what it already acted on.
+        set_version(self.src, "1.0.1")
+        self.wait_live("1.0.1")
+        r = self.a.cli("rollback", "1", "web")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(self.a.current("web").endswith("-1.0.0"))
+        self.assertEqual(self.a.stop(), 0)
+        mark = self.a.output().count("content unchanged: nothing to deploy")
+        self.a.start()
+        wait_until(lambda: self.a.output().count("content unchanged: nothing to deploy") > mark, 10,
+                   "the watch to look at the source after the restart")
+        self.assertTrue(self.a.current("web").endswith("-1.0.0"))
+        # The next real change deploys as usual.
+        set_version(self.src, "1.0.2")
+        self.wait_live("1.0.2")
+
     def test_a_tree_still_being_written_is_staged_again_until_it_is_complete(self):
         # The watched file lands first and settles; the installer is still writing the code in a
         # subdirectory (no event on the watched directory). Staging sees the tree change under
