@@ -9,9 +9,24 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/notify.h"
 #include "releases/version.h"
 
 namespace agent {
+
+Alerts::Alerts(std::string journal_path) : path_(std::move(journal_path)) {}
+Alerts::~Alerts() = default;
+
+void Alerts::configure(const AlertSettings& settings) {
+  if (!Notifier::enabled(settings)) {
+    notifier_.reset();
+    return;
+  }
+  if (notifier_) return notifier_->configure(settings);
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
+  notifier_ = std::make_unique<Notifier>(settings, host);
+}
 
 void Alerts::raise(const Alert& a) {
   spdlog::warn("ALERT {} [{}]: {}{}", a.app, a.kind, a.summary, a.detail.empty() ? "" : " — " + a.detail);
@@ -25,6 +40,7 @@ void Alerts::raise(const Alert& a) {
   if (fd < 0 || ::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
     spdlog::error("cannot record alert in {}: {}", path_, std::strerror(errno));
   if (fd >= 0) ::close(fd);
+  if (notifier_) notifier_->submit(a, now);
 }
 
 }  // namespace agent

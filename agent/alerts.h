@@ -4,9 +4,14 @@
 // scripts and tests read; delivery by email and webhook plugs in behind raise().
 #pragma once
 
+#include <memory>
 #include <string>
 
+#include "agent/config.h"
+
 namespace agent {
+
+class Notifier;
 
 struct Alert {
   std::string app;
@@ -19,13 +24,19 @@ struct Alert {
 
 class Alerts {
  public:
-  explicit Alerts(std::string journal_path) : path_(std::move(journal_path)) {}
-  /// Never blocks the loop for long and never fails the caller: a write error is logged.
+  explicit Alerts(std::string journal_path);
+  ~Alerts();
+  /// Where alerts go besides the journal and the log: email and webhook, delivered by a
+  /// Notifier on its own thread. Called at start and on SIGHUP.
+  void configure(const AlertSettings& settings);
+  /// Never blocks the loop for long and never fails the caller: a write error is logged, and
+  /// delivery happens elsewhere.
   void raise(const Alert& a);
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
+  std::unique_ptr<Notifier> notifier_;
 };
 
 }  // namespace agent

@@ -242,12 +242,25 @@ void read_alerts(const toml::table& t, AlertSettings* a, Ctx& ctx) {
   r.string("email_from", &a->email_from);
   if (r.string("smtp_url", &a->smtp_url) && !a->smtp_url.starts_with("smtp://") &&
       !a->smtp_url.starts_with("smtps://"))
-    r.error(*t.get("smtp_url"), "smtp_url", "\"" + a->smtp_url + "\" must start with smtp:// or smtps://");
+    r.error(*t.get("smtp_url"), "smtp_url", "must start with smtp:// or smtps://");  // the URL may hold a secret: not echoed
+  if (!a->smtp_url.empty()) {
+    // user:password@ in the URL would put the secret in the config and in error messages.
+    size_t scheme = a->smtp_url.find("://"), at = a->smtp_url.find('@'), slash = a->smtp_url.find('/', scheme + 3);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash))
+      r.error(*t.get("smtp_url"), "smtp_url", "credentials do not belong in the URL: use smtp_user and smtp_password_file");
+  }
   r.string("smtp_user", &a->smtp_user);
   r.abs_path("smtp_password_file", &a->smtp_password_file);
   if (r.string("webhook_url", &a->webhook_url) && !a->webhook_url.empty() &&
       !a->webhook_url.starts_with("http://") && !a->webhook_url.starts_with("https://"))
     r.error(*t.get("webhook_url"), "webhook_url", "\"" + a->webhook_url + "\" must start with http:// or https://");
+  r.abs_path("tls_ca_file", &a->tls_ca_file);
+  r.duration("min_interval", &a->min_interval);
+  r.duration("retry_for", &a->retry_for);
+  if (!a->email_to.empty() && (a->smtp_url.empty() || a->email_from.empty()))
+    r.error(*t.get("email_to"), "email_to", "email alerts need smtp_url and email_from too");
+  if (!a->smtp_user.empty() && a->smtp_password_file.empty())
+    r.error(*t.get("smtp_user"), "smtp_user", "smtp_user needs smtp_password_file (the password never lives in the config)");
   r.reject_unknown();
 }
 

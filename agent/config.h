@@ -40,6 +40,9 @@ struct AlertSettings {
   std::string smtp_user;
   std::string smtp_password_file;  // the password itself never lives in the config
   std::string webhook_url;
+  std::string tls_ca_file;              // extra CA certificates for smtps/STARTTLS and https (e.g. a private CA)
+  Millis min_interval{300'000};         // repeats of one (app, event) within this are folded into one message
+  Millis retry_for{600'000};            // a delivery that keeps failing is retried this long, then dropped
 };
 
 enum class ReadyMode { Fd, Notify, Delay };

@@ -93,6 +93,7 @@ bool Daemon::start(std::string* err) {
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
   alerts_ = std::make_unique<Alerts>(cfg_.agent.state_dir + "/alerts.jsonl");
+  alerts_->configure(cfg_.alerts);
   // Each worker holds a few fds in the agent (pidfd, pipes): take the hard limit, not the
   // default soft 1024, so a large `instances` does not run out.
   rlimit nofile {};
@@ -196,6 +197,7 @@ void Daemon::reload_config() {
   }
   Config old = std::move(cfg_);
   cfg_ = std::move(next);
+  alerts_->configure(cfg_.alerts);
   for (auto it = apps_.begin(); it != apps_.end();) {
     if (cfg_.find_app(it->first)) {
       ++it;

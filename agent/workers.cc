@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -16,6 +17,7 @@
 
 #include "agent/spawn.h"
 #include "agent/supervisor_util.h"
+#include "releases/version.h"
 
 // One worker's life: spawning it with its launch environment, its readiness, its output, its
 // exit (a crash, or the end of a drain), the drain itself, the memory check, sd_notify.
@@ -301,8 +303,12 @@ void AppSupervisor::drain(pid_t pid, const std::string& why) {
     Worker* d = find(pid);
     if (!d) return;
     d->drain_timer = 0;
-    std::string next = kill_timeout ? "SIGKILL at " + format_duration(*kill_timeout) + " after the drain began (kill_timeout)"
-                                    : "waiting: kill_timeout = \"never\"";
+    std::string next = "waiting: kill_timeout = \"never\"";
+    if (kill_timeout) {
+      auto at = std::chrono::system_clock::now() + (*kill_timeout - app_.drain_timeout);
+      next = "SIGKILL at " + releases::iso_time(std::chrono::system_clock::to_time_t(at)) + ", " +
+             format_duration(*kill_timeout) + " after the drain began (kill_timeout)";
+    }
     alerts_.raise({app_.name, "drain_stalled",
                    "drain of " + name + " stalled " + format_duration(app_.drain_timeout),
                    "still alive " + format_duration(app_.drain_timeout) + " after " + signal_name(app_.drain_signal) +

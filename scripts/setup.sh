@@ -15,6 +15,8 @@ pkgs=(
   rpm
   # git push over ssh to localhost in the e2e tests
   openssh-server openssh-client
+  # a real SMTP server for the alert tests
+  python3-aiosmtpd
   # workers of the example app
   nodejs curl
 )

@@ -47,7 +47,7 @@ class Drain(AgentTest):
             self.assertEqual(len(killed), 1)
             self.assertAlmostEqual(stalled[0]["time_ms"] / 1000 - began, 2.0, delta=0.5)
             self.assertAlmostEqual(killed[0]["time_ms"] / 1000 - began, 4.0, delta=0.5)
-            self.assertIn("SIGKILL at 4s", stalled[0]["detail"])
+            self.assertRegex(stalled[0]["detail"], r"SIGKILL at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, 4s after the drain began")
             self.assertIn("agent status web", stalled[0]["detail"])
             self.assertTrue(stalled[0]["release"].endswith("-1.0.0"))
             self.assertIn("requests still open on it were cut", killed[0]["detail"])

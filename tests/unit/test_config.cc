@@ -216,3 +216,26 @@ TEST_CASE("config: load_config reads the file and refuses one anyone may write")
   CHECK_FALSE(load_config(dir.path, &cfg, &errors));
   CHECK(errors[0].message == "not a regular file");
 }
+
+TEST_CASE("[alerts]: delivery keys, and what is refused") {
+  Config cfg;
+  const std::string ok = "[alerts]\nemail_to = [\"ops@example.com\"]\nemail_from = \"agent@example.com\"\n"
+                         "smtp_url = \"smtps://mail.example.com:465\"\nsmtp_user = \"alerts\"\n"
+                         "smtp_password_file = \"/etc/agent/smtp-password\"\nmin_interval = \"1m\"\nretry_for = \"30s\"\n"
+                         "tls_ca_file = \"/etc/ssl/private-ca.pem\"\n";
+  REQUIRE(errors_of(ok + kApp, &cfg).empty());
+  CHECK(cfg.alerts.min_interval.count() == 60'000);
+  CHECK(cfg.alerts.retry_for.count() == 30'000);
+  CHECK(cfg.alerts.tls_ca_file == "/etc/ssl/private-ca.pem");
+  Config defaults;
+  REQUIRE(errors_of(kApp, &defaults).empty());
+  CHECK(defaults.alerts.min_interval.count() == 300'000);
+  CHECK(defaults.alerts.retry_for.count() == 600'000);
+
+  expect_one("[alerts]\nsmtp_url = \"smtp://bob:hunter2@mail:25\"\n" + kApp, 2, 12,
+             "credentials do not belong in the URL: use smtp_user and smtp_password_file");
+  expect_one("[alerts]\nemail_to = [\"ops@example.com\"]\n" + kApp, 2, 12, "email alerts need smtp_url and email_from too");
+  expect_one("[alerts]\nsmtp_user = \"alerts\"\n" + kApp, 2, 13, "smtp_user needs smtp_password_file");
+  // The password itself is no key at all.
+  expect_one("[alerts]\nsmtp_password = \"x\"\n" + kApp, 2, 1, "smtp_password");
+}
