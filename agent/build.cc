@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <deque>
 
 #include "agent/spawn.h"
@@ -19,6 +20,9 @@ namespace agent {
 namespace {
 constexpr size_t kTailLines = 20;
 constexpr Millis kTermGrace{3000};  // after SIGTERM on timeout, SIGKILL
+constexpr size_t kMaxLoggedLines = 10'000;     // beyond this, only the tail is kept
+constexpr size_t kDrainBudget = 1 << 20;       // output read after the shell exited
+constexpr Millis kDrainTime{200};
 }  // namespace
 
 std::vector<std::string> build_environment(const std::vector<std::string>& worker_envp) {
@@ -57,9 +61,12 @@ BuildResult run_build(const BuildRequest& req) {
 
   std::deque<std::string> tail;
   LineSplitter lines;
+  size_t lines_seen = 0;
   auto emit = [&](std::string_view line) {
     std::string l(line);
-    if (req.on_line) req.on_line(l);
+    ++lines_seen;
+    if (req.on_line && lines_seen <= kMaxLoggedLines) req.on_line(l);
+    if (req.on_line && lines_seen == kMaxLoggedLines + 1) req.on_line("(more build output: only its last lines are kept)");
     tail.push_back(std::move(l));
     if (tail.size() > kTailLines) tail.pop_front();
   };
@@ -96,14 +103,20 @@ BuildResult run_build(const BuildRequest& req) {
       }
     }
   }
-  // Drain what is left without blocking, then make sure nothing of the build lingers.
+  // Whatever the build left running dies with it: a background child that kept writing would
+  // otherwise keep the pipe full forever. Then what is buffered is read, within a budget.
+  ::kill(-child.pid, SIGKILL);
+  if (!reaped) ::waitpid(child.pid, &status, 0);
   ::fcntl(out[0], F_SETFL, O_NONBLOCK);
   char buf[8192];
   ssize_t r;
-  while ((r = ::read(out[0], buf, sizeof buf)) > 0) lines.feed(std::string_view(buf, static_cast<size_t>(r)), emit);
+  size_t budget = kDrainBudget;
+  auto drain_until = std::chrono::steady_clock::now() + kDrainTime;
+  while (budget > 0 && std::chrono::steady_clock::now() < drain_until && (r = ::read(out[0], buf, sizeof buf)) > 0) {
+    lines.feed(std::string_view(buf, static_cast<size_t>(r)), emit);
+    budget -= std::min(budget, static_cast<size_t>(r));
+  }
   lines.flush(emit);
-  ::kill(-child.pid, SIGKILL);
-  if (!reaped) ::waitpid(child.pid, &status, 0);
   ::close(out[0]);
   ::close(child.pidfd);
   auto failed_step = exec_failure(child.errpipe, req.cwd, sp.path);

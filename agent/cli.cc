@@ -49,7 +49,8 @@ Commands:
                                      variable comes from, and where command[0] resolves
   logs     APP [-f] [-n N]           the workers' output (last N lines, default 50; -f follows)
   check    [-c FILE]                 validate the config; errors as file:line:col: message
-  post-receive [--socket PATH] APP   what an app's git hook runs: deploys the pushed branch
+  post-receive [--socket PATH] [--branch B] APP
+                                     what an app's git hook runs: deploys the pushed branch
 
 Options:
   -c, --config FILE   the config (default: $AGENT_CONFIG, then /etc/agent/agent.toml)
@@ -75,12 +76,13 @@ const std::map<std::string, std::string> kVerbHelp = {
                "tag, HEAD~1) exported from the app's git repository; its version is then the package.json version\n"
                "plus the short commit id. A request made while another operation runs waits; a newer one\n"
                "replaces a waiting one. Exit 0 when the release is live, 1 when it was refused or reverted.\n"},
-    {"post-receive", "Usage: agent post-receive [--socket PATH] APP\n\n"
+    {"post-receive", "Usage: agent post-receive [--socket PATH] [--branch BRANCH] APP\n\n"
                      "Run by the post-receive hook the agent installs in an app's bare repository, with git's\n"
                      "\"<old> <new> <ref>\" lines on stdin. Each pushed ref goes to the daemon: a push to the app's\n"
                      "branch is deployed (progress is printed, so the pusher sees it as remote: lines, ending in\n"
                      "\"live\" or the reason it was not deployed); other branches and deletions change nothing.\n"
-                     "--socket names the control socket (the hook passes it), so no config file is read.\n"
+                     "--socket names the control socket (the hook passes it), so no config file is read;\n"
+                     "--branch ignores other refs here, even when the daemon cannot be reached.\n"
                      "Exit 1 when a push to the branch was not deployed.\n"},
     {"releases", "Usage: agent releases [APP] [--json] [-c FILE]\n\n"
                  "Lists the releases of APP (all apps when left out) newest first: id, version, source, state\n"
@@ -415,12 +417,19 @@ int cmd_post_receive(const Args& a) {
   if (auto it = a.options.find("socket"); it != a.options.end()) cfg.agent.control_socket = it->second;
   else if (!load_for_client(a, &cfg)) return 1;
   const std::string& app = a.positional[0];
+  std::string branch;
+  if (auto it = a.options.find("branch"); it != a.options.end()) branch = it->second;
   int rc = 0;
-  char line[1024];
+  char line[1200];
   while (std::fgets(line, sizeof line, stdin)) {
-    char old_id[64] = {}, new_id[64] = {}, ref[900] = {};
-    if (std::sscanf(line, "%63s %63s %899s", old_id, new_id, ref) != 3) continue;
+    char old_id[128] = {}, new_id[128] = {}, ref[900] = {};  // sha-256 ids are 64 hex digits
+    if (std::sscanf(line, "%127s %127s %899s", old_id, new_id, ref) != 3) continue;
     std::string rev = new_id;
+    if (!branch.empty() && ref != "refs/heads/" + branch) {
+      std::string name = std::string(ref).starts_with("refs/heads/") ? std::string(ref).substr(11) : std::string(ref);
+      std::printf("agent: ignored: %s deploys pushes to %s, not %s; nothing changed\n", app.c_str(), branch.c_str(), name.c_str());
+      continue;
+    }
     if (rev.find_first_not_of('0') == std::string::npos) {
       std::printf("agent: %s deleted: nothing to deploy\n", ref);
       continue;
@@ -524,7 +533,7 @@ int run_cli(int argc, char** argv) {
       const char* v = value("release");
       if (!v) return usage_error("--release needs a release id");
       a.options["release"] = v;
-    } else if (s == "--from" || s == "--to" || s == "--rev" || s == "--socket" || s == "-n") {
+    } else if (s == "--from" || s == "--to" || s == "--rev" || s == "--socket" || s == "--branch" || s == "-n") {
       const char* v = value(s.c_str());
       if (!v) return usage_error(s + " needs a value");
       a.options[s == "-n" ? "n" : s.substr(2)] = v;

@@ -212,7 +212,10 @@ bool call_daemon(const std::string& path, const nlohmann::json& request,
   if (!make_addr(path, &addr, err)) return false;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    *err = "cannot reach the agent at " + path + ": " + std::strerror(errno) + " (is `agent run` running, with this config?)";
+    int e = errno;
+    *err = "cannot reach the agent at " + path + ": " + std::strerror(e) +
+           (e == EACCES ? " (this account may not use the control socket: ask for root, the agent's user or control_group)"
+                        : " (is `agent run` running, with this config?)");
     if (fd >= 0) ::close(fd);
     return false;
   }

@@ -308,7 +308,7 @@ void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::st
     alerts_.raise({app_.name, "deploy_refused", "deploy refused: " + err, "nothing running was touched", 0, ""});
     releases::StageRequest req;
     req.source = running_->source;
-    req.revision = running_->revision;
+    req.revision = r.revision.empty() ? running_->revision : r.revision;
     req.uid = running_->uid;
     std::string jerr;
     if (!store_.record_refused(req, err, &jerr)) spdlog::error("{}: journal: {}", app_.name, jerr);
@@ -340,9 +340,6 @@ void AppSupervisor::start_build(const std::string& release) {
   req.timeout = app_.build_timeout;
   if (::geteuid() == 0 && ctx.account.uid != 0) {
     req.drop_to = ctx.account;
-    // The build writes into the release (node_modules): its top directory becomes the account's.
-    if (::chown(ctx.release_dir.c_str(), ctx.account.uid, ctx.account.gid) != 0)
-      spdlog::warn("{}: chown {}: {}", app_.name, ctx.release_dir, std::strerror(errno));
   }
   build_cancel_ = std::make_shared<std::atomic<bool>>(false);
   req.cancel = build_cancel_;
@@ -358,7 +355,14 @@ void AppSupervisor::start_build(const std::string& release) {
   };
   say("building " + release + ": " + app_.build + " (as " + ctx.account.name + ", timeout " + format_duration(app_.build_timeout) + ")");
   auto result = std::make_shared<BuildResult>();
-  off_loop([req, result] { *result = run_build(req); }, [this, result, release] { on_built(release, *result); });
+  off_loop([req, result] {
+    // The build writes into the release (node_modules, dist/): the tree becomes the account's.
+    std::string chown_err;
+    if (req.drop_to && !releases::chown_tree(req.cwd, req.drop_to->uid, req.drop_to->gid, &chown_err))
+      result->message = "giving the release to " + req.drop_to->name + ": " + chown_err;
+    else
+      *result = run_build(req);
+  }, [this, result, release] { on_built(release, *result); });
 }
 
 void AppSupervisor::on_built(const std::string& release, const BuildResult& b) {

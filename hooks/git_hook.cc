@@ -1,5 +1,6 @@
 #include "hooks/git_hook.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,22 +19,35 @@ namespace {
 
 constexpr const char* kManaged = "deploy-agent managed hook";
 
-void replace_all(std::string* s, const std::string& from, const std::string& to) {
-  for (size_t pos = 0; (pos = s->find(from, pos)) != std::string::npos; pos += to.size()) s->replace(pos, from.size(), to);
+
+// The repository belongs to whoever pushes, and the agent is often root: every step here is
+// made relative to a directory fd opened without following symlinks, and nothing is opened
+// by a name the pusher could have pointed elsewhere (no symlinked hooks/, no planted temp file).
+bool read_at(int dirfd, const char* name, std::string* out, bool* exists) {
+  int fd = ::openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  *exists = fd >= 0 || errno != ENOENT;
+  if (fd < 0) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return ::close(fd), false;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out->append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return n == 0;
 }
 
-bool write_file_atomically(const std::string& path, const std::string& text, mode_t mode, std::string* err) {
-  std::string tmp = path + ".agent-tmp";
-  FILE* f = std::fopen(tmp.c_str(), "we");
-  if (!f) return *err = releases::errno_message("create", tmp), false;
-  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  ok = (std::fflush(f) == 0) && ok && ::fsync(fileno(f)) == 0;
-  if (std::fclose(f) != 0) ok = false;
-  if (ok && ::chmod(tmp.c_str(), mode) != 0) ok = false;
-  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) ok = false;
+bool write_at(int dirfd, const std::string& dir, const char* name, const std::string& text, std::string* err) {
+  std::string tmp = std::string(".") + name + ".agent-tmp";
+  ::unlinkat(dirfd, tmp.c_str(), 0);  // whatever is there (a planted symlink too) is just removed
+  int fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
+  if (fd < 0) return *err = releases::errno_message("create", dir + "/" + tmp), false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fchmod(fd, 0755) == 0 &&
+            ::fsync(fd) == 0;
+  if (::close(fd) != 0) ok = false;
+  if (ok && ::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) ok = false;
   if (!ok) {
-    *err = releases::errno_message("write", path);
-    ::unlink(tmp.c_str());
+    *err = releases::errno_message("write", dir + "/" + name);
+    ::unlinkat(dirfd, tmp.c_str(), 0);
   }
   return ok;
 }
@@ -47,28 +61,53 @@ std::string shell_quote(const std::string& text) {
 }
 
 std::string render_post_receive(const GitHookPlan& plan) {
-  std::string text = kPostReceiveTemplate;
-  replace_all(&text, "@AGENT@", shell_quote(plan.agent_exe));
-  replace_all(&text, "@SOCKET@", shell_quote(plan.control_socket));
-  replace_all(&text, "@APP@", shell_quote(plan.app));
-  return text;
+  // One pass over the template: a value that happens to contain "@APP@" stays as it is.
+  const std::pair<const char*, std::string> values[] = {{"@AGENT@", shell_quote(plan.agent_exe)},
+                                                         {"@SOCKET@", shell_quote(plan.control_socket)},
+                                                         {"@BRANCH@", shell_quote(plan.branch)},
+                                                         {"@APP@", shell_quote(plan.app)}};
+  std::string in = kPostReceiveTemplate, out;
+  for (size_t i = 0; i < in.size();) {
+    bool matched = false;
+    for (const auto& [key, value] : values) {
+      if (in.compare(i, std::strlen(key), key) != 0) continue;
+      out += value;
+      i += std::strlen(key);
+      matched = true;
+      break;
+    }
+    if (!matched) out += in[i++];
+  }
+  return out;
 }
 
 bool ensure_git_hook(const GitHookPlan& plan, std::vector<std::string>* notes, std::string* err) {
   bool created = false;
   if (!releases::git_ensure_bare(plan.repo, plan.branch, &created, err)) return false;
   if (created) notes->push_back("created bare repository " + plan.repo + " (push to its branch " + plan.branch + " to deploy)");
-  std::string dir = plan.repo + "/hooks", path = dir + "/post-receive", existing, ignored;
-  if (!releases::make_dirs(dir, err)) return false;
+  std::string dir = plan.repo + "/hooks", path = dir + "/post-receive", existing;
+  int repo_fd = ::open(plan.repo.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (repo_fd < 0) return *err = releases::errno_message("open", plan.repo), false;
+  if (::mkdirat(repo_fd, "hooks", 0755) != 0 && errno != EEXIST) {
+    *err = releases::errno_message("mkdir", dir);
+    ::close(repo_fd);
+    return false;
+  }
+  int hooks_fd = ::openat(repo_fd, "hooks", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  ::close(repo_fd);
+  if (hooks_fd < 0) return *err = releases::errno_message("open", dir) + " (a symlink is not followed)", false;
+  struct Closer { int fd; ~Closer() { ::close(fd); } } closer{hooks_fd};
   std::string text = render_post_receive(plan);
-  bool exists = releases::read_file(path, &existing, &ignored);
-  if (exists && existing == text) return true;
-  if (exists && existing.find(kManaged) == std::string::npos) {
+  bool exists = false;
+  bool readable = read_at(hooks_fd, "post-receive", &existing, &exists);
+  if (readable && existing == text) return true;
+  if (exists && (!readable || existing.find(kManaged) == std::string::npos)) {
     notes->push_back(path + " is not the agent's hook and was left alone: pushes deploy only if it runs `" +
-                     plan.agent_exe + " post-receive --socket " + plan.control_socket + " " + plan.app + "`");
+                     plan.agent_exe + " post-receive --socket " + plan.control_socket + " --branch " + plan.branch + " " +
+                     plan.app + "`");
     return true;
   }
-  if (!write_file_atomically(path, text, 0755, err)) return false;
+  if (!write_at(hooks_fd, dir, "post-receive", text, err)) return false;
   notes->push_back((exists ? "updated " : "installed ") + path);
   return true;
 }

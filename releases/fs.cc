@@ -15,7 +15,7 @@
 namespace releases {
 namespace {
 
-constexpr int kMaxDepth = 256;
+constexpr int kMaxDepth = kMaxTreeDepth;
 
 // Closes an fd at scope exit.
 struct Fd {
@@ -143,7 +143,8 @@ bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string&
 bool remove_at(int dfd, const char* name, const std::string& path, int depth, std::string* err) {
   if (::unlinkat(dfd, name, 0) == 0 || errno == ENOENT) return true;
   if (errno != EISDIR && errno != EPERM) return *err = errno_message("remove", path), false;
-  if (depth > kMaxDepth) return *err = "remove " + path + ": nested too deep", false;
+  // Deeper than copying or exporting ever creates (they stop at kMaxDepth), still bounded.
+  if (depth > 4 * kMaxDepth) return *err = "remove " + path + ": nested too deep", false;
   Fd sub(::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (sub.fd < 0) return *err = errno_message("open", path), false;
   ::fchmod(sub.fd, 0700);  // a read-only directory copied from the source must still empty out
@@ -194,7 +195,37 @@ bool find_change(int dfd, const std::string& path, const timespec& since, int de
   return true;
 }
 
+bool chown_at(int dfd, const std::string& path, uid_t uid, gid_t gid, int depth, std::string* err) {
+  if (depth > 4 * kMaxDepth) return *err = "chown " + path + ": nested too deep", false;
+  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
+  if (!d) {
+    if (dup >= 0) ::close(dup);
+    return *err = errno_message("open", path), false;
+  }
+  struct Closer { DIR* d; ~Closer() { ::closedir(d); } } closer{d};
+  while (dirent* e = ::readdir(d)) {
+    const char* name = e->d_name;
+    if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
+    if (::fchownat(dfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) return *err = errno_message("chown", join(path, name)), false;
+    struct stat st {};
+    if (::fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      Fd sub(::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (sub.fd < 0) return *err = errno_message("open", join(path, name)), false;
+      if (!chown_at(sub.fd, join(path, name), uid, gid, depth + 1, err)) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+bool chown_tree(const std::string& path, uid_t uid, gid_t gid, std::string* err) {
+  Fd root(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (root.fd < 0) return *err = errno_message("open", path), false;
+  if (::fchown(root.fd, uid, gid) != 0) return *err = errno_message("chown", path), false;
+  return chown_at(root.fd, path, uid, gid, 0, err);
+}
 
 std::string errno_message(const std::string& what, const std::string& path) {
   return what + " " + path + ": " + std::strerror(errno);

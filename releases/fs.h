@@ -2,11 +2,16 @@
 // following links, and make changes durable (fsync) and atomic (rename).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <ctime>
 #include <string>
 
 namespace releases {
+
+/// How deep a release tree may nest: copying and exporting refuse more, removing copes with it.
+constexpr int kMaxTreeDepth = 256;
 
 struct CopyStats {
   std::uint64_t files = 0, dirs = 0, symlinks = 0, bytes = 0;
@@ -33,6 +38,8 @@ bool changed_since(const std::string& dir, const timespec& since, std::string* c
 /// path is not an error.
 bool remove_tree(const std::string& path, std::string* err);
 
+/// chown -R without following symlinks (links themselves are chowned).
+bool chown_tree(const std::string& path, uid_t uid, gid_t gid, std::string* err);
 /// fsync() a directory so that entries created or renamed in it survive a crash.
 bool fsync_dir(const std::string& dir, std::string* err);
 

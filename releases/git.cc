@@ -74,7 +74,9 @@ struct Exporter {
   std::string* err;
 
   // Writes `tree` into the directory open at `dirfd`; `where` is its path, for messages.
-  bool tree(const git_tree* t, int dirfd, const std::string& where) {
+  bool tree(const git_tree* t, int dirfd, const std::string& where, int depth = 0) {
+    if (depth > kMaxTreeDepth)
+      return *err = "the tree nests deeper than " + std::to_string(kMaxTreeDepth) + " directories at \"" + where + "\"", false;
     size_t n = git_tree_entrycount(t);
     for (size_t i = 0; i < n; ++i) {
       const git_tree_entry* e = git_tree_entry_byindex(t, i);
@@ -89,7 +91,7 @@ struct Exporter {
           bool ok = git_tree_lookup(&st, repo, git_tree_entry_id(e)) == 0;
           Tree holder(st);
           if (!ok) *err = git_message("tree " + path);
-          ok = ok && tree(st, sub, path);
+          ok = ok && tree(st, sub, path, depth + 1);
           ::close(sub);
           if (!ok) return false;
           ++stats->dirs;

@@ -123,8 +123,13 @@ bool ReleaseStore::recover(std::vector<std::string>* notes, std::string* err) {
   }
   ::closedir(d);
   for (const auto& name : leftovers) {
-    if (!remove_tree(releases_dir() + "/" + name, err)) return false;
-    notes->push_back("removed " + releases_dir() + "/" + name + ", left half-done by an earlier run");
+    // Never fatal: a leftover that cannot be removed must not keep the agent (every app) down.
+    std::string rm_err;
+    if (!remove_tree(releases_dir() + "/" + name, &rm_err))
+      notes->push_back("could not remove " + releases_dir() + "/" + name + " (left half-done by an earlier run): " + rm_err +
+                       "; remove it by hand");
+    else
+      notes->push_back("removed " + releases_dir() + "/" + name + ", left half-done by an earlier run");
   }
 
   std::vector<JournalEntry> entries;
@@ -220,13 +225,15 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
     // The watched file can land before the code (RPM writes in payload order): anything in the
     // tree that changed while it was copied, or less than `quiet` before, means an installer
     // may still be writing and the copy may mix old and new files.
-    timespec since = copy_began;
-    long long ns = static_cast<long long>(since.tv_sec) * 1'000'000'000 + since.tv_nsec -
-                   static_cast<long long>(req.quiet.count()) * 1'000'000;
-    since.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-    since.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    // Only for a package manager's drop (quiet > 0): a directory given by hand is the
+    // operator's to keep still, and may hold files something keeps writing.
     std::string changed, walk_err;
-    if (!changed_since(req.from, since, &changed, &walk_err)) changed = walk_err;
+    if (req.quiet.count() > 0) {
+      long long ns = static_cast<long long>(copy_began.tv_sec) * 1'000'000'000 + copy_began.tv_nsec -
+                     std::min<long long>(req.quiet.count(), 86'400'000) * 1'000'000;
+      timespec since{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+      if (!changed_since(req.from, since, &changed, &walk_err)) changed = "(" + walk_err + ")";
+    }
     if (!changed.empty()) {
       std::string cleanup_err;
       remove_tree(tmp, &cleanup_err);
@@ -235,7 +242,8 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
                "): is an installer still writing? Nothing was staged";
         return false;
       }
-      again(attempt, changed + " changed just before or while staging (the tree is still being written)");
+      again(attempt, changed + " changed less than " + std::to_string(req.quiet.count()) +
+                         "ms before or while staging (the tree is still being written)");
       continue;
     }
     return finish_staging(req, id, version, stats, attempt, out, err);
@@ -250,6 +258,7 @@ bool ReleaseStore::stage_commit(const StageRequest& req, Release* out, std::stri
   if (!init(err)) return false;
   GitCommit commit;
   if (!git_resolve(req.git_repo, req.revision, &commit, err)) return false;
+  out->revision = commit.oid;  // a refusal from here on is journaled with the full id
   std::string text, v;
   bool missing = false;
   if (!git_read_file(req.git_repo, commit.oid, req.watch, &text, &missing, err)) {
@@ -297,7 +306,7 @@ bool ReleaseStore::finish_staging(const StageRequest& req, const std::string& id
     remove_tree(release_dir(id), &cleanup_err);
     return false;
   }
-  *out = Release{id, release_dir(id), version, stats, attempt};
+  *out = Release{id, release_dir(id), version, req.revision, stats, attempt};
   say("staged " + id + ": " + std::to_string(stats.files) + " files, " + std::to_string(stats.dirs) + " dirs, " +
       std::to_string(stats.symlinks) + " symlinks, " + std::to_string(stats.bytes) + " bytes" +
       (stats.cloned ? ", " + std::to_string(stats.cloned) + " files cloned" : std::string()) +
@@ -431,12 +440,12 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
     return k;
   };
   std::string oldest = ids.empty() ? std::string() : ids.front().substr(0, 16);
-  int shown = 0;
-  for (auto it = refused.rbegin(); it != refused.rend() && shown < 5; ++it) {
-    if (key(*it) < oldest) break;
+  std::vector<ReleaseInfo> recent;  // newest first
+  for (auto it = refused.rbegin(); it != refused.rend() && recent.size() < 5 && key(*it) >= oldest; ++it) recent.push_back(*it);
+  // Oldest first, each before the first row no newer than it: ties keep the newest on top.
+  for (auto it = recent.rbegin(); it != recent.rend(); ++it) {
     auto pos = std::find_if(out->begin(), out->end(), [&](const ReleaseInfo& r) { return key(r) <= key(*it); });
     out->insert(pos, *it);
-    ++shown;
   }
   return true;
 }

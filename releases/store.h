@@ -41,6 +41,7 @@ struct StageRequest {
 
 struct Release {
   std::string id, dir, version;
+  std::string revision;  // git: the commit, once resolved (set even when staging then fails)
   CopyStats stats;
   int tries = 0;
 };

@@ -5,6 +5,7 @@ refused, force pushes work, pushes during a rollout queue with the latest winnin
 build step runs in the release before any worker does."""
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import unittest
@@ -254,6 +255,33 @@ class Build(GitApp):
         self.assertTrue(self.a.alerts("deploy_refused"))
         r = self.a.cli("releases", "web")
         self.assertRegex(r.stdout, r"2\.0\.0\+\w+ +git +failed +build failed: exited with status 2")
+
+
+@unittest.skipUnless(os.geteuid() == 0, "creating a user needs root")
+class BuildAsUser(GitApp):
+    """With `user`, the build runs as that account and may write anywhere in its release,
+    tracked subdirectories included (the export made them root's)."""
+    user = f"agtbld{os.getpid()}"
+    build = {"build": "id -un > built-by && echo generated > lib/generated.js", "user": user}
+
+    def setUp(self):
+        subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", self.user], check=True)
+        self.addCleanup(subprocess.run, ["userdel", self.user], check=False)
+        super().setUp()
+
+    def commit(self, version, knobs=None, extra=None):
+        os.makedirs(os.path.join(self.work, "lib"), exist_ok=True)
+        return super().commit(version, knobs, dict(extra or {}, **{"lib/tracked.js": "// tracked\n"}))
+
+    def test_the_build_runs_as_the_user_and_writes_into_tracked_directories(self):
+        rel = os.path.join(self.a.state, "web", "releases", self.a.current("web"))
+        with open(os.path.join(rel, "built-by")) as f:
+            self.assertEqual(f.read().strip(), self.user)
+        with open(os.path.join(rel, "lib", "generated.js")) as f:
+            self.assertEqual(f.read(), "generated\n")
+        self.assertEqual({w["pid"] for w in self.a.serving("web")} and
+                         {os.stat(f"/proc/{w['pid']}").st_uid for w in self.a.serving("web")},
+                         {pwd.getpwnam(self.user).pw_uid})
 
 
 if __name__ == "__main__":

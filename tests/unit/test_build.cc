@@ -100,3 +100,25 @@ TEST_CASE("the build environment drops what only a worker can use") {
                                 "APP_WORKER=0", "AGENT_LISTEN=x", "APP_RELEASE=r", "NODE_ENV=production"});
   CHECK(env == std::vector<std::string>{"PATH=/bin", "APP_RELEASE=r", "NODE_ENV=production"});
 }
+
+TEST_CASE("a build that leaves a child writing ends with the shell, and the child is killed") {
+  TempDir t;
+  // `yes` keeps the output pipe full after the shell exits: the build must still end.
+  BuildRequest req = request(t, "yes > /dev/stdout & echo $! > yes.pid; sleep 0.2; exit 0");
+  req.timeout = Millis{5'000};
+  size_t lines = 0;
+  req.on_line = [&](const std::string&) { ++lines; };
+  auto began = std::chrono::steady_clock::now();
+  BuildResult r = run_build(req);
+  CHECK(std::chrono::steady_clock::now() - began < std::chrono::seconds(3));
+  CHECK(r.ok);
+  CHECK(lines <= 10'001);
+  pid_t child = std::stoi(testutil::read(t / "yes.pid"));
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::string stat = testutil::read("/proc/" + std::to_string(child) + "/stat");
+    gone = stat.empty() || stat.find(") Z") != std::string::npos;
+    if (!gone) usleep(20'000);
+  }
+  CHECK(gone);
+}

@@ -168,6 +168,12 @@ TEST_CASE("a commit without package.json is refused with a clear message and not
   CHECK(list[0].state == ReleaseState::Refused);
   CHECK(list[0].revision == sha);
   CHECK(list[0].reason == "commit has no package.json");
+  // Newest first, also within one second.
+  REQUIRE(store.record_refused(req, "second refusal", &err));
+  REQUIRE(store.list(&list, &warnings, &err));
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].reason == "second refusal");
+  CHECK(list[1].reason == "commit has no package.json");
   // An unknown revision is an error naming it.
   req.revision = "no-such-branch";
   CHECK_FALSE(store.stage(req, &r, &err));
@@ -252,7 +258,8 @@ TEST_CASE("the post-receive hook is installed, kept current, and a foreign hook 
   std::string text = testutil::read(hook);
   CHECK(text.starts_with("#!/bin/sh\n# deploy-agent managed hook"));
   // Every value is quoted for the shell, a quote inside one too.
-  CHECK(text.find("exec '/usr/bin/agent' post-receive --socket '" + t / "agent.sock" + "' 'it'\\''s'") != std::string::npos);
+  CHECK(text.find("exec '/usr/bin/agent' post-receive --socket '" + t / "agent.sock" + "' --branch 'main' 'it'\\''s'") !=
+        std::string::npos);
   struct stat st {};
   REQUIRE(::stat(hook.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0755);
@@ -280,7 +287,62 @@ TEST_CASE("the post-receive hook is installed, kept current, and a foreign hook 
   ::unlink(hook.c_str());
   REQUIRE(hooks::ensure_git_hook(plan, &notes, &err));
   REQUIRE(sh("echo | " + hook) == 0);
-  CHECK(testutil::read(t / "args") == "post-receive|--socket|/run/other.sock|it's|");
+  CHECK(testutil::read(t / "args") == "post-receive|--socket|/run/other.sock|--branch|main|it's|");
+}
+
+TEST_CASE("the hook is written safely into a repository the pusher owns") {
+  TempDir t;
+  hooks::GitHookPlan plan{t / "app.git", "main", "web", "/usr/bin/agent", "/run/@APP@.sock"};
+  std::vector<std::string> notes;
+  std::string err;
+  REQUIRE_MESSAGE(hooks::ensure_git_hook(plan, &notes, &err), err);
+  // A value holding a placeholder is not substituted again.
+  CHECK(testutil::read(plan.repo + "/hooks/post-receive").find("--socket '/run/@APP@.sock'") != std::string::npos);
+
+  // A planted temp-file symlink: the victim is neither written nor chmodded.
+  testutil::write(t / "victim", "secret", 0600);
+  REQUIRE(::symlink((t / "victim").c_str(), (plan.repo + "/hooks/.post-receive.agent-tmp").c_str()) == 0);
+  plan.control_socket = "/run/agent.sock";
+  REQUIRE_MESSAGE(hooks::ensure_git_hook(plan, &notes, &err), err);
+  CHECK(testutil::read(t / "victim") == "secret");
+  struct stat st {};
+  REQUIRE(::stat((t / "victim").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(testutil::read(plan.repo + "/hooks/post-receive").find("'/run/agent.sock'") != std::string::npos);
+
+  // A hook that is a symlink is not followed (nor overwritten); a hooks/ that is a symlink is refused.
+  std::string hook = plan.repo + "/hooks/post-receive";
+  ::unlink(hook.c_str());
+  REQUIRE(::symlink((t / "victim").c_str(), hook.c_str()) == 0);
+  notes.clear();
+  REQUIRE(hooks::ensure_git_hook(plan, &notes, &err));
+  CHECK(testutil::read(t / "victim") == "secret");
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("left alone") != std::string::npos);
+  std::string dir_err;
+  releases::remove_tree(plan.repo + "/hooks", &dir_err);
+  ::mkdir((t / "elsewhere").c_str(), 0755);
+  REQUIRE(::symlink((t / "elsewhere").c_str(), (plan.repo + "/hooks").c_str()) == 0);
+  CHECK_FALSE(hooks::ensure_git_hook(plan, &notes, &err));
+  CHECK(err.find("a symlink is not followed") != std::string::npos);
+  CHECK(::access((t / "elsewhere/post-receive").c_str(), F_OK) != 0);
+}
+
+TEST_CASE("a tree nested deeper than the limit is refused, not exported") {
+  TempDir t;
+  std::string bare = make_bare(t);
+  git_libgit2_init();
+  git_repository* repo = nullptr;
+  REQUIRE(git_repository_open_bare(&repo, bare.c_str()) == 0);
+  git_oid leaf = raw_tree(repo, {{"100644 f", blob(repo, "x")}});
+  for (int i = 0; i < kMaxTreeDepth + 5; ++i) leaf = raw_tree(repo, {{"40000 d", leaf}});
+  std::string sha = raw_commit(repo, raw_tree(repo, {{"40000 d", leaf}, {"100644 package.json", blob(repo, R"({"version":"1"})")}}));
+  git_repository_free(repo);
+  CopyStats stats;
+  std::string err;
+  CHECK_FALSE(git_export(bare, sha, t / "out", &stats, &err));
+  CHECK(err.find("nests deeper than 256 directories") != std::string::npos);
+  CHECK(remove_tree(t / "out", &err));  // and what was written can be removed
 }
 
 TEST_CASE("changed_since sees writes, creations and deletions anywhere in a tree") {
