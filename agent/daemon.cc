@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/launch_env.h"
+#include "agent/systemd.h"
 #include "hooks/git_hook.h"
 #include "releases/fs.h"
 
@@ -26,9 +27,7 @@ extern char** environ;
 
 namespace agent {
 
-Daemon::Daemon(std::string config_path) : config_path_(std::move(config_path)) {
-  for (char** e = environ; *e; ++e) environ_.emplace_back(*e);
-}
+Daemon::Daemon(std::string config_path) : config_path_(std::move(config_path)) {}
 
 Daemon::~Daemon() {
   apps_.clear();
@@ -80,6 +79,14 @@ void Daemon::setup_git(const AppConfig& app) {
 }
 
 bool Daemon::start(std::string* err) {
+  // What systemd (or a launcher like it) handed us is taken first, and its variables removed,
+  // so that the environment workers inherit from carries none of it.
+  watchdog_ = capture_notify_socket();
+  std::vector<std::string> notes;
+  std::map<std::string, int> activated = take_activated_sockets(&notes);
+  for (const auto& n : notes) spdlog::info("{}", n);
+  for (char** e = environ; *e; ++e) environ_.emplace_back(*e);
+  sockets_ = std::move(activated);  // bind_app_sockets uses these instead of binding
   std::vector<ConfigError> errors;
   if (!load_config(config_path_, &cfg_, &errors)) {
     for (const auto& e : errors) spdlog::error("{}", e.format());
@@ -122,8 +129,33 @@ bool Daemon::start(std::string* err) {
   if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
   for (const auto& app : cfg_.apps)
     if (!add_app(app, err)) return false;
+  close_unused_sockets();  // an activated socket no app listens on
   spdlog::info("agent {} running: {} app(s), control socket {}", AGENT_VERSION, cfg_.apps.size(), cfg_.agent.control_socket);
+  ready_timer_ = loop_.after(std::chrono::milliseconds(50), [this] { check_ready(); });
+  if (watchdog_) {
+    auto every = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog_ / 2);
+    spdlog::info("systemd watchdog: pinging every {}", format_duration(every));
+    watchdog_timer_ = loop_.after(every, [this, every] { watchdog_ping(every); });
+  }
   return true;
+}
+
+// READY=1 (systemd Type=notify) once every app's first operation is over: its workers serve,
+// or it failed and said why. The sockets are bound long before, so nothing was refused meanwhile.
+void Daemon::check_ready() {
+  ready_timer_ = 0;
+  for (const auto& [name, app] : apps_)
+    if (!app->settled()) {
+      ready_timer_ = loop_.after(std::chrono::milliseconds(50), [this] { check_ready(); });
+      return;
+    }
+  std::string status = "STATUS=" + std::to_string(apps_.size()) + " app(s) running";
+  if (sd_notify("READY=1\n" + status)) spdlog::info("told systemd: ready");
+}
+
+void Daemon::watchdog_ping(std::chrono::milliseconds every) {
+  sd_notify("WATCHDOG=1");  // from the loop: a loop that stops turning stops pinging
+  watchdog_timer_ = loop_.after(every, [this, every] { watchdog_ping(every); });
 }
 
 int Daemon::run() {
@@ -155,6 +187,7 @@ void Daemon::on_signal() {
 void Daemon::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  sd_notify("STOPPING=1\nSTATUS=draining every worker");
   auto remaining = std::make_shared<size_t>(apps_.size() + retired_.size());
   auto one_done = [this, remaining] {
     if (--*remaining == 0) loop_.stop();

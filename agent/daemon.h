@@ -7,6 +7,8 @@
 #pragma once
 
 #include <map>
+#include <optional>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +31,8 @@ class Daemon {
  private:
   bool start(std::string* err);
   bool bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::string* err);
+  void check_ready();
+  void watchdog_ping(std::chrono::milliseconds every);
   void setup_git(const AppConfig& app);
   bool add_app(const AppConfig& app, std::string* err);
   void on_signal();
@@ -49,6 +53,8 @@ class Daemon {
   std::vector<std::string> environ_;
   int signal_fd_ = -1, lock_fd_ = -1;
   bool shutting_down_ = false;
+  std::optional<std::chrono::microseconds> watchdog_;  // WATCHDOG_USEC from systemd
+  EventLoop::Id ready_timer_ = 0, watchdog_timer_ = 0;
 };
 
 }  // namespace agent

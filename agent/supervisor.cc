@@ -134,6 +134,7 @@ void AppSupervisor::boot() {
   }
   if (!app_.source.empty()) start_watch(baseline);
   if (op) submit(std::move(*op));
+  booted_ = true;
 }
 
 void AppSupervisor::start_watch(const std::string& baseline) {

@@ -93,6 +93,8 @@ class AppSupervisor {
   const std::string& name() const { return app_.name; }
   const AppConfig& config() const { return app_; }
   bool has_workers() const { return !workers_.empty(); }
+  /// boot() has run and no operation is running or waiting: the app is as up as it will get.
+  bool settled() const { return booted_ && !running_ && !pending_; }
   nlohmann::json status() const;
 
  private:
@@ -196,7 +198,7 @@ class AppSupervisor {
   std::map<int, std::unique_ptr<OutputPipe>> pipes_;  // by fd; live until EOF, even after the worker exits
   std::map<pid_t, std::vector<std::string>> recent_output_;  // last lines per worker, until it is reaped
   std::vector<Slot> slots_;
-  bool stopped_ = false, shutting_down_ = false, restart_after_stop_ = false;
+  bool stopped_ = false, shutting_down_ = false, restart_after_stop_ = false, booted_ = false;
   Phase phase_ = Phase::Idle;
   std::optional<OpRequest> running_, pending_;
   Clock::time_point op_started_;

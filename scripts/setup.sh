@@ -17,6 +17,8 @@ pkgs=(
   openssh-server openssh-client
   # a real SMTP server for the alert tests
   python3-aiosmtpd
+  # systemd-analyze verify on the unit files
+  systemd
   # workers of the example app
   nodejs curl
 )

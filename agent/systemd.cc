@@ -1,0 +1,105 @@
+#include "agent/systemd.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace agent {
+
+namespace {
+std::string g_notify_socket;  // captured once at start, before any thread
+}
+
+std::optional<std::chrono::microseconds> capture_notify_socket() {
+  if (const char* s = std::getenv("NOTIFY_SOCKET")) g_notify_socket = s;
+  std::optional<std::chrono::microseconds> watchdog;
+  const char* usec = std::getenv("WATCHDOG_USEC");
+  const char* pid = std::getenv("WATCHDOG_PID");
+  if (usec && (!pid || std::strtol(pid, nullptr, 10) == ::getpid())) {
+    long long v = std::strtoll(usec, nullptr, 10);
+    if (v > 0) watchdog = std::chrono::microseconds(v);
+  }
+  for (const char* v : {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}) ::unsetenv(v);
+  return watchdog;
+}
+
+bool sd_notify(const std::string& state) {
+  if (g_notify_socket.empty() || g_notify_socket.size() >= sizeof(sockaddr_un::sun_path)) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, g_notify_socket.data(), g_notify_socket.size());
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + g_notify_socket.size());
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool ok = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), len) ==
+            static_cast<ssize_t>(state.size());
+  ::close(fd);
+  return ok;
+}
+
+std::string canonical_address_of(int fd) {
+  int listening = 0;
+  socklen_t optlen = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening) return "";
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  if (ss.ss_family == AF_UNIX) {
+    auto* a = reinterpret_cast<sockaddr_un*>(&ss);
+    if (len <= offsetof(sockaddr_un, sun_path) || a->sun_path[0] == '\0') return "";
+    return "unix:" + std::string(a->sun_path);
+  }
+  return "";
+}
+
+std::map<std::string, int> take_activated_sockets(std::vector<std::string>* notes) {
+  std::map<std::string, int> out;
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* fds = std::getenv("LISTEN_FDS");
+  const char* names = std::getenv("LISTEN_FDNAMES");
+  std::vector<std::string> name_list;
+  if (names)
+    for (const char *p = names, *q; *p; p = *q ? q + 1 : q) {
+      q = std::strchr(p, ':');
+      if (!q) q = p + std::strlen(p);
+      name_list.emplace_back(p, static_cast<size_t>(q - p));
+    }
+  bool ours = pid && fds && std::strtol(pid, nullptr, 10) == ::getpid();
+  int n = ours ? static_cast<int>(std::strtol(fds, nullptr, 10)) : 0;
+  for (const char* v : {"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}) ::unsetenv(v);
+  for (int i = 0; i < n && i < 1024; ++i) {
+    int fd = 3 + i;
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    std::string addr = canonical_address_of(fd);
+    std::string name = static_cast<size_t>(i) < name_list.size() ? name_list[static_cast<size_t>(i)] : "";
+    if (addr.empty() || out.count(addr)) {
+      notes->push_back("socket activation: fd " + std::to_string(fd) + (name.empty() ? "" : " (" + name + ")") +
+                       " is not a listening socket the agent can use: closed");
+      ::close(fd);
+      continue;
+    }
+    out[addr] = fd;
+    notes->push_back("socket activation: fd " + std::to_string(fd) + (name.empty() ? "" : " (" + name + ")") + " is " + addr);
+  }
+  return out;
+}
+
+}  // namespace agent

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `cmake --install` into a temporary prefix: the binary, the Node shim where the installed binary
+# finds it, the systemd units naming that prefix (and passing systemd-analyze verify), the
+# example config (which passes agent check), the README.
+source "$(dirname "$0")/lib.sh"
+: "${BUILD_DIR:?BUILD_DIR must point at the build tree}"
+
+prefix="$TMP/prefix"
+run cmake --install "$BUILD_DIR" --prefix "$prefix"
+expect_rc 0
+for f in bin/agent share/deploy-agent/shims/node/shim.js lib/systemd/system/agent.service \
+         lib/systemd/system/agent.socket etc/agent/agent.toml.example share/doc/deploy-agent/README.md; do
+  [ -f "$prefix/$f" ] && pass || fail "not installed: $prefix/$f"
+done
+
+# The installed binary finds the installed shim (not the one in the source tree).
+cat > "$TMP/shim.toml" <<TOML
+[agent]
+state_dir = "$TMP/state"
+log_dir = "$TMP/log"
+control_socket = "$TMP/agent.sock"
+
+[[app]]
+name = "web"
+source = "$REPO/examples/hello-node/app"
+command = ["node", "server.js"]
+listen = ["127.0.0.1:8197"]
+shim = "node"
+TOML
+run "$prefix/bin/agent" env web -c "$TMP/shim.toml"
+expect_rc 0
+expect_out "--require \"$prefix/share/deploy-agent/shims/node/shim.js\""
+
+# The example config is valid as shipped.
+run "$prefix/bin/agent" check -c "$prefix/etc/agent/agent.toml.example"
+expect_rc 0
+expect_out "ok (2 apps: nuomi, h5)"
+
+# The units name this prefix, and systemd's own checker accepts them.
+run grep -E '^ExecStart=' "$prefix/lib/systemd/system/agent.service"
+expect_out "ExecStart=$prefix/bin/agent run -c $prefix/etc/agent/agent.toml"
+if command -v systemd-analyze >/dev/null; then
+  run systemd-analyze verify "$prefix/lib/systemd/system/agent.service" "$prefix/lib/systemd/system/agent.socket"
+  expect_rc 0
+  # ...and it is a real check: a broken copy is refused.
+  mkdir -p "$TMP/broken"
+  sed 's/^Type=notify/Type=sometimes/' "$prefix/lib/systemd/system/agent.service" > "$TMP/broken/agent.service"
+  run systemd-analyze verify "$TMP/broken/agent.service"
+  [ -n "$errout$out" ] && grep -q "sometimes" <<<"$errout$out" && pass || fail "systemd-analyze did not notice Type=sometimes: $errout"
+else
+  fail "systemd-analyze not found (Debian's systemd package provides it)"
+fi
+done_ok
