@@ -10,11 +10,15 @@ expect_out "ok (1 app: hello)"
 AGENT_CONFIG="$cfg" run "$AGENT" check
 expect_rc 0
 
-# The git-push walkthrough's config too.
-cfg=$("$REPO/scripts/render-example.sh" git-push "$TMP/git-push")
-run "$AGENT" check -c "$cfg"
+# Every example's config passes (two-apps is checked as installed, by cli_install).
+for example in git-push rpm; do
+  cfg=$("$REPO/scripts/render-example.sh" "$example" "$TMP/$example")
+  run "$AGENT" check -c "$cfg"
+  expect_rc 0
+  expect_out "ok (1 app: hello)"
+done
+run "$AGENT" check -c "$REPO/examples/two-apps/agent.toml"
 expect_rc 0
-expect_out "ok (1 app: hello)"
 
 cat > "$TMP/bad.toml" <<'TOML'
 [agent]

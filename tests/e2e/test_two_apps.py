@@ -1,8 +1,10 @@
 """Apps are independent: one app's stuck drain or stuck rollout never delays another's reload."""
+import os
 import time
+import tomllib
 import unittest
 
-from harness import AgentTest, Load, free_port, http_get, wait_until
+from harness import FIXTURE, REPO, AgentTest, Load, free_port, http_get, wait_until
 
 
 class TwoApps(AgentTest):
@@ -42,6 +44,45 @@ class TwoApps(AgentTest):
         self.assertIn("superseded by a newer request (reload)", err1)
         q2.kill()
         q2.wait()
+
+
+class TwoAppsExample(AgentTest):
+    def test_the_shipped_two_apps_config_scaled_down_each_app_reloads_alone(self):
+        # examples/two-apps/agent.toml as shipped, with its paths and ports moved into the test's
+        # directory and the instance counts scaled down (14 -> 3, 10 -> 2); every other key kept.
+        with open(os.path.join(REPO, "examples", "two-apps", "agent.toml"), "rb") as f:
+            example = tomllib.load(f)
+        apps = example["app"]
+        self.assertEqual([(x["name"], x["instances"], x["listen"], x["max_memory"]) for x in apps],
+                         [("nuomi", 14, ["0.0.0.0:8197"], "500M"), ("h5", 10, ["0.0.0.0:8198"], "500M")])
+        ports = {}
+        a = self.agent(apps)
+        for app, n in zip(apps, (3, 2)):
+            ports[app["name"]] = free_port()
+            app["instances"] = n
+            app["listen"] = [f"127.0.0.1:{ports[app['name']]}"]
+            app["command"] = ["node", "server.js"]
+            app["max_surge"] = 1
+            src = a.make_release("1.0.0")
+            if app["watch"] != "package.json":  # a version marker: its first line is the version
+                with open(os.path.join(src, app["watch"]), "w") as f:
+                    f.write("1.0.0-1\n")
+            app["source"] = src
+        a.write_config()
+        self.assertEqual(a.cli("check").returncode, 0)
+        a.start()
+
+        def pids(name):
+            return {w["pid"] for w in a.serving(name)}
+        for name, other in (("h5", "nuomi"), ("nuomi", "h5")):
+            before_other, before = pids(other), pids(name)
+            load = Load(ports[name])
+            r = a.cli("reload", name)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNoFailures(load.stop())
+            a.wait_serving(name, len(before))
+            self.assertEqual(pids(name) & before, set(), f"{name} was not reloaded")
+            self.assertEqual(pids(other), before_other, f"reloading {name} touched {other}")
 
 
 if __name__ == "__main__":
