@@ -42,16 +42,18 @@ step "$agent" releases
 step "$agent" rollback 1
 step curl -s "http://127.0.0.1:$port/"
 
-if [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
-  cat <<TXT
+cat <<TXT
 
-${bold}The agent is running${plain} (pid $pid). In another terminal:
-  export AGENT_CONFIG=$AGENT_CONFIG
-  $agent status              # workers, releases, memory
-  $agent reload hello        # a rolling restart: no request fails
-  $agent deploy hello --from DIR
+${bold}Try it${plain} (the agent runs as pid $pid, with AGENT_CONFIG=$AGENT_CONFIG):
+  $agent status                 # workers, releases, memory
+  $agent reload hello           # a rolling restart: no request fails
+  sed -i 's/"version": "1.0.0"/"version": "1.0.2"/' $repo/examples/hello-node/app/package.json
+                                # the watch deploys it after 2 s of quiet (put it back after)
+  $agent deploy hello --from DIR  # or stage any copy of the app by hand
+  $agent rollback 1             # back to the previous release
   $agent logs hello -f
-Ctrl-C here stops it (every worker drains first).
 TXT
+if [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
+  echo "Ctrl-C here stops it (every worker drains first)."
   wait "$pid" || true
 fi
