@@ -18,11 +18,10 @@ Alerts::Alerts(std::string journal_path) : path_(std::move(journal_path)) {}
 Alerts::~Alerts() = default;
 
 void Alerts::configure(const AlertSettings& settings) {
-  if (!Notifier::enabled(settings)) {
-    notifier_.reset();
-    return;
-  }
+  // A running notifier is reconfigured, never torn down here: its destructor may wait on a
+  // delivery in flight, and this runs on the event loop. With no channel left it idles.
   if (notifier_) return notifier_->configure(settings);
+  if (!Notifier::enabled(settings)) return;
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
   notifier_ = std::make_unique<Notifier>(settings, host);

@@ -253,7 +253,9 @@ void read_alerts(const toml::table& t, AlertSettings* a, Ctx& ctx) {
   r.abs_path("smtp_password_file", &a->smtp_password_file);
   if (r.string("webhook_url", &a->webhook_url) && !a->webhook_url.empty() &&
       !a->webhook_url.starts_with("http://") && !a->webhook_url.starts_with("https://"))
-    r.error(*t.get("webhook_url"), "webhook_url", "\"" + a->webhook_url + "\" must start with http:// or https://");
+    r.error(*t.get("webhook_url"), "webhook_url", "must start with http:// or https://");  // may hold a token: not echoed
+  if (size_t at = a->webhook_url.find('@'); at != std::string::npos && at < a->webhook_url.find('/', a->webhook_url.find("://") + 3))
+    r.error(*t.get("webhook_url"), "webhook_url", "credentials do not belong in the URL (put a token in the path if the receiver needs one)");
   r.abs_path("tls_ca_file", &a->tls_ca_file);
   r.duration("min_interval", &a->min_interval);
   r.duration("retry_for", &a->retry_for);

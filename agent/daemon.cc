@@ -86,6 +86,7 @@ bool Daemon::start(std::string* err) {
   std::map<std::string, int> activated = take_activated_sockets(&notes);
   for (const auto& n : notes) spdlog::info("{}", n);
   for (char** e = environ; *e; ++e) environ_.emplace_back(*e);
+  for (const auto& [addr, fd] : activated) activated_.insert(addr);
   sockets_ = std::move(activated);  // bind_app_sockets uses these instead of binding
   std::vector<ConfigError> errors;
   if (!load_config(config_path_, &cfg_, &errors)) {
@@ -133,7 +134,7 @@ bool Daemon::start(std::string* err) {
   spdlog::info("agent {} running: {} app(s), control socket {}", AGENT_VERSION, cfg_.apps.size(), cfg_.agent.control_socket);
   ready_timer_ = loop_.after(std::chrono::milliseconds(50), [this] { check_ready(); });
   if (watchdog_) {
-    auto every = std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog_ / 2);
+    auto every = std::max(std::chrono::milliseconds(50), std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog_ / 2));
     spdlog::info("systemd watchdog: pinging every {}", format_duration(every));
     watchdog_timer_ = loop_.after(every, [this, every] { watchdog_ping(every); });
   }
@@ -188,6 +189,8 @@ void Daemon::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   sd_notify("STOPPING=1\nSTATUS=draining every worker");
+  loop_.cancel(ready_timer_);  // no READY=1 after STOPPING=1
+  ready_timer_ = 0;
   auto remaining = std::make_shared<size_t>(apps_.size() + retired_.size());
   auto one_done = [this, remaining] {
     if (--*remaining == 0) loop_.stop();
@@ -268,7 +271,9 @@ void Daemon::close_unused_sockets() {
   for (const auto& app : cfg_.apps)
     for (const auto& l : app.listen) used.insert(l.canonical());
   for (auto it = sockets_.begin(); it != sockets_.end();) {
-    if (used.count(it->first)) {
+    // A socket systemd holds stays open whatever we do (closing ours would only lose it for a
+    // later SIGHUP that adds the app back): it is kept, unused.
+    if (used.count(it->first) || activated_.count(it->first)) {
       ++it;
       continue;
     }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <optional>
 #include <chrono>
 #include <memory>
@@ -55,6 +56,7 @@ class Daemon {
   bool shutting_down_ = false;
   std::optional<std::chrono::microseconds> watchdog_;  // WATCHDOG_USEC from systemd
   EventLoop::Id ready_timer_ = 0, watchdog_timer_ = 0;
+  std::set<std::string> activated_;  // addresses whose socket came from systemd: never closed
 };
 
 }  // namespace agent

@@ -131,6 +131,16 @@ void init_curl() {
 
 }  // namespace
 
+std::string redacted_url(const std::string& url) {
+  // scheme://host[:port]/... : the path and query (where webhook tokens live) and any userinfo dropped.
+  size_t scheme = url.find("://");
+  if (scheme == std::string::npos) return "(url)";
+  size_t start = scheme + 3, end = url.find_first_of("/?#", start);
+  std::string authority = url.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  if (size_t at = authority.rfind('@'); at != std::string::npos) authority = authority.substr(at + 1);
+  return url.substr(0, start) + authority + (end == std::string::npos ? "" : "/...");
+}
+
 std::string email_subject(const Outgoing& o, const std::string& host) {
   const Alert& a = o.alert;
   std::string s = "[agent] " + host + " " + a.app + ": " + a.summary;
@@ -184,6 +194,7 @@ std::string format_webhook(const Outgoing& o, const std::string& host) {
                       {"detail", a.detail}, {"pid", a.pid},     {"release", a.release}, {"time", iso(o.when)},
                       {"folded", o.folded}, {"agent_version", AGENT_VERSION}};
   if (o.folded > 0) j["folded_since"] = iso(o.first_folded);
+  if (!o.id.empty()) j["id"] = o.id;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -207,17 +218,27 @@ void Notifier::submit(const Alert& a, SysClock::time_point when) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!enabled(settings_)) return;
-    inbox_.push_back(Outgoing{a, when, 0, when});
+    inbox_.push_back(Outgoing{a, when, 0, when, ""});
   }
   cv_.notify_all();
 }
 
 void Notifier::configure(AlertSettings settings) {
-  std::lock_guard<std::mutex> l(mu_);
-  settings_ = std::move(settings);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    settings_ = std::move(settings);
+  }
+  cv_.notify_all();  // a shorter min_interval, or a channel gone, takes effect now
 }
 
-void Notifier::enqueue(const Outgoing& o, const AlertSettings& s, SteadyClock::time_point now) {
+void Notifier::enqueue(Outgoing o, const AlertSettings& s, SteadyClock::time_point now) {
+  // One id per message, kept across retries: a retry after a lost answer is recognisably the
+  // same message (Message-ID; "id" in the webhook's JSON).
+  char id[160];
+  std::snprintf(id, sizeof id, "%lld.%d.%lu@%s",
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(o.when.time_since_epoch()).count()),
+                static_cast<int>(::getpid()), ++sequence_, host_.c_str());
+  o.id = id;
   if (!s.email_to.empty()) jobs_.push_back(Job{Channel::Email, o, 0, now, now, ""});
   if (!s.webhook_url.empty()) jobs_.push_back(Job{Channel::Webhook, o, 0, now, now, ""});
 }
@@ -233,39 +254,40 @@ void Notifier::run() {
     auto now = SteadyClock::now();
     AlertSettings s = settings_;
     bool stopping = stop_;
+    // A channel removed by a reload: its queued deliveries go too.
+    std::erase_if(jobs_, [&](const Job& j) {
+      return j.channel == Channel::Email ? s.email_to.empty() : s.webhook_url.empty();
+    });
+    // Held alerts whose interval is over (or everything, at shutdown) go first, so that an
+    // older alert is never overtaken by a newer one of its kind.
+    auto next_wake = now + std::chrono::hours(1);
+    auto flush = [&](Fold& f) {
+      // One message for every held alert: it shows the latest and counts the others.
+      Outgoing o = f.held;
+      o.folded = f.held.folded - 1;
+      enqueue(o, s, now);
+      f.held = Outgoing{};
+      f.last_sent = now;
+    };
+    for (auto& [key, f] : folds_)
+      if (f.held.folded > 0 && (stopping || now >= f.last_sent + s.min_interval)) flush(f);
     // New alerts: the first of its (app, kind) in min_interval goes now, the rest are held.
     while (!inbox_.empty()) {
       Outgoing o = std::move(inbox_.front());
       inbox_.pop_front();
       Fold& f = folds_[{o.alert.app, o.alert.kind}];
+      SysClock::time_point first = f.held.folded > 0 ? f.held.first_folded : o.when;
+      int count = f.held.folded + 1;
+      f.held = o;
+      f.held.folded = count;
+      f.held.first_folded = first;
       if (!f.sent || now - f.last_sent >= s.min_interval) {
         f.sent = true;
-        f.last_sent = now;
-        enqueue(o, s, now);
-      } else {
-        SysClock::time_point first = f.held.folded > 0 ? f.held.first_folded : o.when;
-        int count = f.held.folded + 1;
-        f.held = o;
-        f.held.folded = count;
-        f.held.first_folded = first;
+        flush(f);
       }
     }
-    // Held alerts whose interval is over (or everything, at shutdown).
-    auto next_wake = now + std::chrono::hours(1);
-    for (auto& [key, f] : folds_) {
-      if (f.held.folded == 0) continue;
-      auto due = f.last_sent + s.min_interval;
-      if (stopping || now >= due) {
-        // One message for every held alert: it shows the latest and counts the others.
-        Outgoing o = f.held;
-        o.folded = f.held.folded - 1;
-        enqueue(o, s, now);
-        f.held = Outgoing{};
-        f.last_sent = now;
-      } else {
-        next_wake = std::min(next_wake, due);
-      }
-    }
+    for (auto& [key, f] : folds_)
+      if (f.held.folded > 0) next_wake = std::min(next_wake, f.last_sent + s.min_interval);
     // Deliveries due now. The lock is released while curl talks to the network.
     std::vector<Job> due;
     for (auto it = jobs_.begin(); it != jobs_.end();) {
@@ -301,7 +323,7 @@ void Notifier::run() {
         if (job.attempts == 1)
           spdlog::warn("alert {}: delivery failed ({}); retrying for up to {}", describe(job), err, format_duration(s.retry_for));
         job.last_error = err;
-        job.next_try = t + backoff;
+        job.next_try = std::min(t + backoff, job.first_try + std::chrono::duration_cast<SteadyClock::duration>(s.retry_for));
         l.lock();
         jobs_.push_back(std::move(job));
         l.unlock();
@@ -319,16 +341,14 @@ bool Notifier::deliver(Job& job, const AlertSettings& s, std::string* err) {
 }
 
 bool Notifier::send_email(const Outgoing& o, const AlertSettings& s, std::string* err) {
-  char id[128];
-  std::snprintf(id, sizeof id, "%lld.%d.%lu@%s",
-                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(o.when.time_since_epoch()).count()),
-                static_cast<int>(::getpid()), ++sequence_, host_.c_str());
-  std::string text = format_email(o, s, host_, id);
+  std::string text = format_email(o, s, host_, o.id);
   Curl c;
   if (!c.h) return *err = "curl_easy_init failed", false;
   curl_easy_setopt(c.h, CURLOPT_URL, s.smtp_url.c_str());
-  // smtp://: STARTTLS when the server offers it; smtps://: TLS from the first byte.
-  curl_easy_setopt(c.h, CURLOPT_USE_SSL, static_cast<long>(s.smtp_url.starts_with("smtps://") ? CURLUSESSL_ALL : CURLUSESSL_TRY));
+  // smtps://: TLS from the first byte. smtp://: STARTTLS when the server offers it, and
+  // required when there is a password to send: it never goes out in clear.
+  bool need_tls = s.smtp_url.starts_with("smtps://") || !s.smtp_user.empty();
+  curl_easy_setopt(c.h, CURLOPT_USE_SSL, static_cast<long>(need_tls ? CURLUSESSL_ALL : CURLUSESSL_TRY));
   if (!s.tls_ca_file.empty()) curl_easy_setopt(c.h, CURLOPT_CAINFO, s.tls_ca_file.c_str());
   std::string password;
   if (!s.smtp_user.empty()) {
@@ -345,6 +365,7 @@ bool Notifier::send_email(const Outgoing& o, const AlertSettings& s, std::string
   for (const auto& t : s.email_to) rcpts.push_back(envelope_address(t));
   for (const auto& r : rcpts) c.list = curl_slist_append(c.list, r.c_str());
   curl_easy_setopt(c.h, CURLOPT_MAIL_RCPT, c.list);
+  curl_easy_setopt(c.h, CURLOPT_MAIL_RCPT_ALLLOWFAILS, 1L);  // (spelled so in curl 7.88)  // one bad address must not silence the others
   Payload p{&text, 0};
   curl_easy_setopt(c.h, CURLOPT_READFUNCTION, read_payload);
   curl_easy_setopt(c.h, CURLOPT_READDATA, &p);
@@ -365,8 +386,12 @@ bool Notifier::send_webhook(const Outgoing& o, const AlertSettings& s, std::stri
   curl_easy_setopt(c.h, CURLOPT_POSTFIELDS, body.c_str());
   curl_easy_setopt(c.h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
   curl_easy_setopt(c.h, CURLOPT_WRITEFUNCTION, discard);
-  curl_easy_setopt(c.h, CURLOPT_FAILONERROR, 1L);  // a 4xx/5xx answer is a failed delivery
-  return c.perform("webhook " + s.webhook_url, &abort_at_, err);
+  std::string where = "webhook " + redacted_url(s.webhook_url);  // a token in the URL stays out of the log
+  if (!c.perform(where, &abort_at_, err)) return false;
+  long code = 0;
+  curl_easy_getinfo(c.h, CURLINFO_RESPONSE_CODE, &code);
+  if (code < 200 || code > 299) return *err = where + ": answered HTTP " + std::to_string(code) + " (not 2xx)", false;
+  return true;
 }
 
 }  // namespace agent

@@ -34,6 +34,7 @@ struct Outgoing {
   std::chrono::system_clock::time_point when;  // of the (latest) alert
   int folded = 0;                              // more alerts of this (app, kind) this message stands for
   std::chrono::system_clock::time_point first_folded;  // when the first of them was raised
+  std::string id;                              // Message-ID, the same for every retry
 };
 
 /// The email for `o`: RFC 5322 headers (Date, Message-ID, From, To, Subject, MIME) and a
@@ -41,6 +42,8 @@ struct Outgoing {
 std::string format_email(const Outgoing& o, const AlertSettings& s, const std::string& host, const std::string& message_id);
 /// "[agent] HOST APP: SUMMARY (release R)", with the folded count; RFC 2047-encoded if not ASCII.
 std::string email_subject(const Outgoing& o, const std::string& host);
+/// "https://hooks.example.com/..." : a URL fit for a log line (no path, query or userinfo).
+std::string redacted_url(const std::string& url);
 /// The webhook's JSON body.
 std::string format_webhook(const Outgoing& o, const std::string& host);
 
@@ -74,7 +77,7 @@ class Notifier {
   };
 
   void run();
-  void enqueue(const Outgoing& o, const AlertSettings& s, std::chrono::steady_clock::time_point now);
+  void enqueue(Outgoing o, const AlertSettings& s, std::chrono::steady_clock::time_point now);
   bool deliver(Job& job, const AlertSettings& s, std::string* err);
   bool send_email(const Outgoing& o, const AlertSettings& s, std::string* err);
   bool send_webhook(const Outgoing& o, const AlertSettings& s, std::string* err);

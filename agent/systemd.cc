@@ -45,9 +45,10 @@ bool sd_notify(const std::string& state) {
 }
 
 std::string canonical_address_of(int fd) {
-  int listening = 0;
-  socklen_t optlen = sizeof listening;
+  int listening = 0, type = 0;
+  socklen_t optlen = sizeof listening, tlen = sizeof type;
   if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening) return "";
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM) return "";
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
@@ -58,6 +59,11 @@ std::string canonical_address_of(int fd) {
     return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
   }
   if (ss.ss_family == AF_INET6) {
+    // The agent binds IPv6 only (IPV6_V6ONLY) and lists IPv4 apart: a dual-stack socket from
+    // systemd (BindIPv6Only=default) would also take IPv4 and collide with "0.0.0.0:port".
+    int v6only = 1;
+    socklen_t l = sizeof v6only;
+    if (::getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &l) == 0 && !v6only) return "dual-stack";
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
     ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
     return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
@@ -84,15 +90,17 @@ std::map<std::string, int> take_activated_sockets(std::vector<std::string>* note
     }
   bool ours = pid && fds && std::strtol(pid, nullptr, 10) == ::getpid();
   int n = ours ? static_cast<int>(std::strtol(fds, nullptr, 10)) : 0;
+  if (!ours && fds) notes->push_back("socket activation: LISTEN_PID is not ours: LISTEN_FDS ignored");
   for (const char* v : {"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}) ::unsetenv(v);
   for (int i = 0; i < n && i < 1024; ++i) {
     int fd = 3 + i;
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     std::string addr = canonical_address_of(fd);
     std::string name = static_cast<size_t>(i) < name_list.size() ? name_list[static_cast<size_t>(i)] : "";
-    if (addr.empty() || out.count(addr)) {
+    if (addr.empty() || addr == "dual-stack" || out.count(addr)) {
       notes->push_back("socket activation: fd " + std::to_string(fd) + (name.empty() ? "" : " (" + name + ")") +
-                       " is not a listening socket the agent can use: closed");
+                       (addr == "dual-stack" ? " is a dual-stack IPv6 socket (set BindIPv6Only=ipv6-only in the .socket unit)"
+                                             : " is not a listening stream socket the agent can use") + ": closed");
       ::close(fd);
       continue;
     }

@@ -50,4 +50,17 @@ if command -v systemd-analyze >/dev/null; then
 else
   fail "systemd-analyze not found (Debian's systemd package provides it)"
 fi
+# A package build: DESTDIR staging for /usr puts the config in /etc, everything once, and lists
+# every file in the install manifest.
+run env DESTDIR="$TMP/dest" cmake --install "$BUILD_DIR" --prefix /usr
+expect_rc 0
+for f in usr/bin/agent usr/lib/systemd/system/agent.service etc/agent/agent.toml.example; do
+  [ -f "$TMP/dest/$f" ] && pass || fail "not staged: $TMP/dest/$f"
+done
+[ ! -e "$TMP/dest$TMP" ] && pass || fail "DESTDIR applied twice: $TMP/dest$TMP exists"
+run grep -E '^ExecStart=' "$TMP/dest/usr/lib/systemd/system/agent.service"
+expect_out "ExecStart=/usr/bin/agent run -c /etc/agent/agent.toml"
+run cat "$BUILD_DIR/install_manifest.txt"
+expect_out "/usr/lib/systemd/system/agent.socket"
+expect_out "/etc/agent/agent.toml.example"
 done_ok

@@ -29,7 +29,7 @@ class Launcher:
 
     def start(self, **env):
         fd = self.listen.fileno()
-        environ = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="web", NOTIFY_SOCKET=self.notify_path, **env)
+        environ = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="sd-web", NOTIFY_SOCKET=self.notify_path, **env)
         if getattr(self.agent, "out", None):
             self.agent.out.close()
         self.agent.out = open(os.path.join(self.agent.dir, "agent.out"), "a")
@@ -73,11 +73,15 @@ class Systemd(AgentTest):
         # READY=1 came after the boot deploy: by now both workers serve.
         ws = self.a.serving("web")
         self.assertEqual(len(ws), 2)
-        self.assertIn("socket activation: fd 3 (web) is 127.0.0.1:" + str(self.port), self.a.output())
+        self.assertIn("socket activation: fd 3 (sd-web) is 127.0.0.1:" + str(self.port), self.a.output())
         self.assertNotIn("listening on 127.0.0.1", self.a.output())  # it did not bind the port itself
         # The workers do not see systemd's variables, only the agent's own.
-        env = subprocess.run([AGENT, "env", "web", "-c", self.a.config], capture_output=True, text=True).stdout
-        self.assertNotIn("NOTIFY_SOCKET=" + self.launcher.notify_path, env)
+        for w in ws:
+            with open(f"/proc/{w['pid']}/environ", "rb") as f:
+                env = f.read().decode(errors="replace").split("\0")
+            self.assertNotIn("NOTIFY_SOCKET=" + self.launcher.notify_path, env)
+            self.assertNotIn("LISTEN_FDNAMES=sd-web", env)
+            self.assertIn("LISTEN_FDS=1", env)  # the agent's own, for the worker
         self.assertEqual(self.a.stop(), 0)
         self.launcher.wait_for("STOPPING=1", 5)
 
