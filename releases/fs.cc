@@ -26,6 +26,19 @@ struct Fd {
   Fd& operator=(const Fd&) = delete;
 };
 
+// Reads the directory open at `dfd` through a dup of it (the caller keeps its fd); closed at scope exit.
+struct Dir {
+  DIR* d = nullptr;
+  explicit Dir(int dfd) {
+    int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+    if (dup >= 0 && !(d = ::fdopendir(dup))) ::close(dup);
+  }
+  ~Dir() { if (d) ::closedir(d); }
+  Dir(const Dir&) = delete;
+  Dir& operator=(const Dir&) = delete;
+  dirent* next() { return ::readdir(d); }
+};
+
 std::string join(const std::string& a, const char* b) { return a.empty() ? b : a + "/" + b; }
 
 bool copy_bytes(int in, int out, const std::string& path, std::uint64_t size, CopyStats* stats,
@@ -168,15 +181,10 @@ bool remove_at(int dfd, const char* name, const std::string& path, int depth, st
 bool find_change(int dfd, const std::string& path, const timespec& since, int depth, std::string* changed,
                  std::string* err) {
   if (depth > kMaxDepth) return true;
-  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
-  if (!d) {
-    if (dup >= 0) ::close(dup);
-    return *err = errno_message("open", path), false;
-  }
-  struct Closer { DIR* d; ~Closer() { ::closedir(d); } } closer{d};
+  Dir d(dfd);
+  if (!d.d) return *err = errno_message("open", path), false;
   auto after = [&](const timespec& t) { return t.tv_sec > since.tv_sec || (t.tv_sec == since.tv_sec && t.tv_nsec > since.tv_nsec); };
-  while (dirent* e = ::readdir(d)) {
+  while (dirent* e = d.next()) {
     const char* name = e->d_name;
     if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
     struct stat st {};
@@ -197,14 +205,9 @@ bool find_change(int dfd, const std::string& path, const timespec& since, int de
 
 bool chown_at(int dfd, const std::string& path, uid_t uid, gid_t gid, int depth, std::string* err) {
   if (depth > 4 * kMaxDepth) return *err = "chown " + path + ": nested too deep", false;
-  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
-  if (!d) {
-    if (dup >= 0) ::close(dup);
-    return *err = errno_message("open", path), false;
-  }
-  struct Closer { DIR* d; ~Closer() { ::closedir(d); } } closer{d};
-  while (dirent* e = ::readdir(d)) {
+  Dir d(dfd);
+  if (!d.d) return *err = errno_message("open", path), false;
+  while (dirent* e = d.next()) {
     const char* name = e->d_name;
     if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
     if (::fchownat(dfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) return *err = errno_message("chown", join(path, name)), false;

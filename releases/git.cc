@@ -57,6 +57,16 @@ bool lookup_commit(git_repository* repo, const std::string& oid_hex, Commit* out
   return true;
 }
 
+// The repository at `path` and the tree of its commit `oid`.
+bool open_commit_tree(const std::string& path, const std::string& oid, Repo* repo, Tree* tree, std::string* err) {
+  Commit commit;
+  if (!open_repo(path, repo, err) || !lookup_commit(repo->get(), oid, &commit, err)) return false;
+  git_tree* t = nullptr;
+  if (git_commit_tree(&t, commit.get()) != 0) return *err = git_message("tree of " + oid), false;
+  tree->reset(t);
+  return true;
+}
+
 bool write_all(int fd, const char* p, size_t n, const std::string& path, std::string* err) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
@@ -191,11 +201,9 @@ bool git_read_file(const std::string& repo_path, const std::string& oid, const s
                    bool* missing, std::string* err) {
   *missing = false;
   Repo repo;
-  Commit commit;
-  if (!open_repo(repo_path, &repo, err) || !lookup_commit(repo.get(), oid, &commit, err)) return false;
-  git_tree* t = nullptr;
-  if (git_commit_tree(&t, commit.get()) != 0) return *err = git_message("tree of " + oid), false;
-  Tree tree(t);
+  Tree tree;
+  if (!open_commit_tree(repo_path, oid, &repo, &tree, err)) return false;
+  git_tree* t = tree.get();
   git_tree_entry* e = nullptr;
   int rc = git_tree_entry_bypath(&e, t, path.c_str());
   if (rc == GIT_ENOTFOUND) return *missing = true, *err = "commit " + oid.substr(0, 7) + " has no " + path, false;
@@ -214,11 +222,9 @@ bool git_read_file(const std::string& repo_path, const std::string& oid, const s
 bool git_export(const std::string& repo_path, const std::string& oid, const std::string& to, CopyStats* stats,
                 std::string* err) {
   Repo repo;
-  Commit commit;
-  if (!open_repo(repo_path, &repo, err) || !lookup_commit(repo.get(), oid, &commit, err)) return false;
-  git_tree* t = nullptr;
-  if (git_commit_tree(&t, commit.get()) != 0) return *err = git_message("tree of " + oid), false;
-  Tree tree(t);
+  Tree tree;
+  if (!open_commit_tree(repo_path, oid, &repo, &tree, err)) return false;
+  git_tree* t = tree.get();
   if (::mkdir(to.c_str(), 0755) != 0) return *err = errno_message("mkdir", to), false;
   int dirfd = ::open(to.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dirfd < 0) return *err = errno_message("open", to), false;

@@ -22,6 +22,15 @@ BuildRequest request(const TempDir& t, const std::string& command) {
   req.timeout = Millis{10'000};
   return req;
 }
+// The process has exited (a zombie at most, until its parent or init reaps it).
+bool gone_within_2s(pid_t pid) {
+  for (int i = 0; i < 100; ++i) {
+    std::string stat = testutil::read("/proc/" + std::to_string(pid) + "/stat");
+    if (stat.empty() || stat.find(") Z") != std::string::npos) return true;
+    usleep(20'000);
+  }
+  return false;
+}
 }  // namespace
 
 TEST_CASE("a build runs in the release with its environment, and its lines reach the log") {
@@ -62,13 +71,7 @@ TEST_CASE("a build past build_timeout is killed with everything it started") {
   CHECK(took < std::chrono::seconds(5));
   pid_t child = std::stoi(testutil::read(t / "child.pid"));
   // The background sleep was in the build's session: gone too (a zombie at most, until init reaps it).
-  bool gone = false;
-  for (int i = 0; i < 100 && !gone; ++i) {
-    std::string stat = testutil::read("/proc/" + std::to_string(child) + "/stat");
-    gone = stat.empty() || stat.find(") Z") != std::string::npos;
-    if (!gone) usleep(20'000);
-  }
-  CHECK(gone);
+  CHECK(gone_within_2s(child));
 }
 
 TEST_CASE("a build stops when the agent shuts down") {
@@ -114,11 +117,5 @@ TEST_CASE("a build that leaves a child writing ends with the shell, and the chil
   CHECK(r.ok);
   CHECK(lines <= 10'001);
   pid_t child = std::stoi(testutil::read(t / "yes.pid"));
-  bool gone = false;
-  for (int i = 0; i < 100 && !gone; ++i) {
-    std::string stat = testutil::read("/proc/" + std::to_string(child) + "/stat");
-    gone = stat.empty() || stat.find(") Z") != std::string::npos;
-    if (!gone) usleep(20'000);
-  }
-  CHECK(gone);
+  CHECK(gone_within_2s(child));
 }
