@@ -157,14 +157,9 @@ void AppSupervisor::start_watch(const std::string& baseline) {
 std::string AppSupervisor::seen_path() const { return store_.app_dir() + "/source-seen"; }
 
 void AppSupervisor::remember_seen(const std::string& content) {
-  std::string tmp = seen_path() + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "we");
-  bool ok = f && std::fwrite(content.data(), 1, content.size(), f) == content.size();
-  if (f && std::fclose(f) != 0) ok = false;
-  if (!ok || ::rename(tmp.c_str(), seen_path().c_str()) != 0) {
-    spdlog::warn("{}: cannot record {} ({}): a restart may deploy this source content again", app_.name, seen_path(), std::strerror(errno));
-    ::unlink(tmp.c_str());
-  }
+  std::string err;
+  if (!releases::write_file_atomically(seen_path(), content, 0644, &err))
+    spdlog::warn("{}: cannot record what the watch acted on ({}): a restart may deploy this source content again", app_.name, err);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,22 +36,6 @@ bool read_at(int dirfd, const char* name, std::string* out, bool* exists) {
   return n == 0;
 }
 
-bool write_at(int dirfd, const std::string& dir, const char* name, const std::string& text, std::string* err) {
-  std::string tmp = std::string(".") + name + ".agent-tmp";
-  ::unlinkat(dirfd, tmp.c_str(), 0);  // whatever is there (a planted symlink too) is just removed
-  int fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
-  if (fd < 0) return *err = releases::errno_message("create", dir + "/" + tmp), false;
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fchmod(fd, 0755) == 0 &&
-            ::fsync(fd) == 0;
-  if (::close(fd) != 0) ok = false;
-  if (ok && ::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) ok = false;
-  if (!ok) {
-    *err = releases::errno_message("write", dir + "/" + name);
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-  }
-  return ok;
-}
-
 }  // namespace
 
 std::string shell_quote(const std::string& text) {
@@ -107,7 +91,7 @@ bool ensure_git_hook(const GitHookPlan& plan, std::vector<std::string>* notes, s
                      plan.app + "`");
     return true;
   }
-  if (!write_at(hooks_fd, dir, "post-receive", text, err)) return false;
+  if (!releases::write_file_at(hooks_fd, dir, "post-receive", text, 0755, err)) return false;
   notes->push_back((exists ? "updated " : "installed ") + path);
   return true;
 }

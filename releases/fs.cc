@@ -223,6 +223,31 @@ bool chown_at(int dfd, const std::string& path, uid_t uid, gid_t gid, int depth,
 
 }  // namespace
 
+bool write_file_at(int dirfd, const std::string& dir, const char* name, const std::string& text, mode_t mode,
+                   std::string* err) {
+  std::string tmp = std::string(".") + name + ".agent-tmp";
+  ::unlinkat(dirfd, tmp.c_str(), 0);
+  int fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return *err = errno_message("create", dir + "/" + tmp), false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fchmod(fd, mode) == 0 &&
+            ::fsync(fd) == 0;
+  if (::close(fd) != 0) ok = false;
+  if (ok && ::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) ok = false;
+  if (!ok) {
+    *err = errno_message("write", dir + "/" + name);
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+  }
+  return ok;
+}
+
+bool write_file_atomically(const std::string& path, const std::string& text, mode_t mode, std::string* err) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash), name = path.substr(slash + 1);
+  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (d.fd < 0) return *err = errno_message("open", dir), false;
+  return write_file_at(d.fd, dir, name.c_str(), text, mode, err);
+}
+
 bool chown_tree(const std::string& path, uid_t uid, gid_t gid, std::string* err) {
   Fd root(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (root.fd < 0) return *err = errno_message("open", path), false;

@@ -38,6 +38,13 @@ bool changed_since(const std::string& dir, const timespec& since, std::string* c
 /// path is not an error.
 bool remove_tree(const std::string& path, std::string* err);
 
+/// Replaces `name` in the directory open at `dirfd` (`dir` names it in messages) with `text`,
+/// atomically: a fresh ".<name>.agent-tmp" (whatever was there, a planted symlink too, is
+/// removed first; created O_EXCL|O_NOFOLLOW), fsynced, renamed over `name`.
+bool write_file_at(int dirfd, const std::string& dir, const char* name, const std::string& text, mode_t mode,
+                   std::string* err);
+/// The same for the file `path`, its directory opened without following a final symlink.
+bool write_file_atomically(const std::string& path, const std::string& text, mode_t mode, std::string* err);
 /// chown -R without following symlinks (links themselves are chowned).
 bool chown_tree(const std::string& path, uid_t uid, gid_t gid, std::string* err);
 /// fsync() a directory so that entries created or renamed in it survive a crash.
