@@ -18,6 +18,7 @@
 #include "agent/config.h"
 #include "agent/control.h"
 #include "agent/daemon.h"
+#include "hooks/git_hook.h"
 #include "agent/launch_env.h"
 #include "releases/store.h"
 #include "releases/version.h"
@@ -425,9 +426,8 @@ int cmd_post_receive(const Args& a) {
     char old_id[128] = {}, new_id[128] = {}, ref[900] = {};  // sha-256 ids are 64 hex digits
     if (std::sscanf(line, "%127s %127s %899s", old_id, new_id, ref) != 3) continue;
     std::string rev = new_id;
-    if (!branch.empty() && ref != "refs/heads/" + branch) {
-      std::string name = std::string(ref).starts_with("refs/heads/") ? std::string(ref).substr(11) : std::string(ref);
-      std::printf("agent: ignored: %s deploys pushes to %s, not %s; nothing changed\n", app.c_str(), branch.c_str(), name.c_str());
+    if (std::string why; !branch.empty() && !hooks::is_deploy_branch(app, branch, ref, &why)) {
+      std::printf("agent: %s\n", why.c_str());
       continue;
     }
     if (rev.find_first_not_of('0') == std::string::npos) {

@@ -1,7 +1,6 @@
 #include "agent/daemon.h"
 
 #include <fcntl.h>
-#include <limits.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -67,11 +66,8 @@ bool Daemon::add_app(const AppConfig& app, std::string* err) {
 // is logged and leaves the app running: pushes just do not deploy until it is fixed.
 void Daemon::setup_git(const AppConfig& app) {
   if (app.git.empty()) return;
-  char exe[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  std::string self = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "agent";
-  if (self.ends_with(" (deleted)")) self.resize(self.size() - 10);  // the binary was upgraded under us
-  hooks::GitHookPlan plan{app.git, app.branch, app.name, self, cfg_.agent.control_socket};
+  std::string self = self_executable();
+  hooks::GitHookPlan plan{app.git, app.branch, app.name, self.empty() ? "agent" : self, cfg_.agent.control_socket};
   std::vector<std::string> notes;
   std::string err;
   if (!hooks::ensure_git_hook(plan, &notes, &err)) spdlog::error("{}: git trigger: {}; pushes will not deploy", app.name, err);
@@ -332,11 +328,8 @@ void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
     // A push (the post-receive hook) or `deploy --rev`: export that commit from the app's repo.
     const AppConfig& cfg = app->second->config();
     if (cfg.git.empty()) return s->finish(false, "app " + name + " has no git repository (set git = \"...\")");
-    std::string ref = str("ref"), want = "refs/heads/" + cfg.branch;
-    if (!ref.empty() && ref != want)
-      return s->finish(true, "ignored: " + name + " deploys pushes to " + cfg.branch + ", not " +
-                                 (ref.starts_with("refs/heads/") ? ref.substr(11) : ref) + "; nothing changed",
-                       {{"ignored", true}});
+    std::string ref = str("ref"), why;
+    if (!ref.empty() && !hooks::is_deploy_branch(name, cfg.branch, ref, &why)) return s->finish(true, why, {{"ignored", true}});
     if (!op.from.empty()) return s->finish(false, "give --from or --rev, not both");
     op.source = "git";
     op.revision = str("rev");

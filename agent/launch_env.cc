@@ -62,11 +62,18 @@ bool is_agent_variable(std::string_view name) {
   return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
 }
 
-std::string find_node_shim(std::string* searched) {
+std::string self_executable() {
   char exe[4096];
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return "";
-  std::string dir(exe, static_cast<size_t>(n));
+  std::string self(exe, static_cast<size_t>(n));
+  if (self.ends_with(" (deleted)")) self.resize(self.size() - 10);  // the binary was upgraded under us
+  return self;
+}
+
+std::string find_node_shim(std::string* searched) {
+  std::string dir = self_executable();
+  if (dir.empty()) return "";
   dir = dir.substr(0, dir.rfind('/'));
   for (const std::string& candidate : {dir + "/../share/deploy-agent/shims/node/shim.js", dir + "/../shims/node/shim.js"}) {
     char real[4096];

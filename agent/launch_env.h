@@ -53,6 +53,9 @@ struct PathEntry {
 /// layer may supply them.
 bool is_agent_variable(std::string_view name);
 
+/// The running agent binary's absolute path (also after it was replaced on disk by an upgrade);
+/// empty if /proc does not say.
+std::string self_executable();
 /// Where the Node shim is: beside an installed binary (<prefix>/share/deploy-agent/shims/node)
 /// or in the source tree next to a build directory. Empty if not found; *searched lists where.
 std::string find_node_shim(std::string* searched);

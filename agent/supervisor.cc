@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <set>
 #include <tuple>
@@ -334,9 +333,7 @@ void AppSupervisor::start_build(const std::string& release) {
   req.cwd = ctx.release_dir;
   req.envp = build_environment(env.envp());
   req.timeout = app_.build_timeout;
-  if (::geteuid() == 0 && ctx.account.uid != 0) {
-    req.drop_to = ctx.account;
-  }
+  if (::geteuid() == 0 && ctx.account.uid != 0) req.drop_to = ctx.account;  // as spawn_worker drops
   build_cancel_ = std::make_shared<std::atomic<bool>>(false);
   req.cancel = build_cancel_;
   EventLoop* loop = &loop_;

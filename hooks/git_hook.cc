@@ -38,6 +38,13 @@ bool read_at(int dirfd, const char* name, std::string* out, bool* exists) {
 
 }  // namespace
 
+bool is_deploy_branch(const std::string& app, const std::string& branch, const std::string& ref, std::string* why) {
+  if (ref == "refs/heads/" + branch) return true;
+  *why = "ignored: " + app + " deploys pushes to " + branch + ", not " + (ref.starts_with("refs/heads/") ? ref.substr(11) : ref) +
+         "; nothing changed";
+  return false;
+}
+
 std::string shell_quote(const std::string& text) {
   std::string out = "'";
   for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);

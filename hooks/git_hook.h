@@ -23,6 +23,10 @@ bool ensure_git_hook(const GitHookPlan& plan, std::vector<std::string>* notes, s
 /// The hook text for `plan`: the template with each value shell-quoted.
 std::string render_post_receive(const GitHookPlan& plan);
 
+/// Whether `ref` ("refs/heads/main") is the app's branch; if not, `*why` is the line the
+/// pusher sees ("ignored: web deploys pushes to main, not feature; nothing changed").
+bool is_deploy_branch(const std::string& app, const std::string& branch, const std::string& ref, std::string* why);
+
 /// 'text' for /bin/sh, with embedded single quotes escaped.
 std::string shell_quote(const std::string& text);
 
