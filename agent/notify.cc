@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/dynlib.h"
 #include "agent/units.h"
 #include "releases/fs.h"
 #include "releases/version.h"
@@ -26,6 +27,14 @@ constexpr auto kMaxRetry = std::chrono::seconds(60);
 constexpr long kConnectTimeoutS = 5;
 constexpr long kTransferTimeoutS = 20;
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
+
+// libcurl (with the TLS, Kerberos and LDAP libraries it brings) is opened when the first alert
+// goes out, not linked (agent/dynlib.h). These pointers hide its own declarations in this file.
+#define AGENT_CURL_FUNCTIONS(X)                                                                 \
+  X(curl_global_init) X(curl_easy_init) X(curl_easy_setopt) X(curl_easy_perform)              \
+  X(curl_easy_getinfo) X(curl_easy_strerror) X(curl_easy_cleanup) X(curl_slist_append)        \
+  X(curl_slist_free_all)
+AGENT_CURL_FUNCTIONS(AGENT_DL_DECLARE)
 
 // A header value on one line: CR and LF (header injection) become spaces.
 std::string one_line(std::string s) {
@@ -124,9 +133,19 @@ struct Curl {
   }
 };
 
-void init_curl() {
+bool init_curl(std::string* err) {
   static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  static bool ok = false;
+  static std::string error;
+  if (!dynlib::open_once(once, ok, error, AGENT_LIBCURL_SONAME, [](void* handle, std::string& err) {
+        const char* soname = AGENT_LIBCURL_SONAME;
+        AGENT_CURL_FUNCTIONS(AGENT_DL_RESOLVE)
+        if (CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT); rc != CURLE_OK)
+          return err = std::string("curl_global_init: ") + curl_easy_strerror(rc), false;
+        return true;
+      }))
+    return *err = error, false;
+  return true;
 }
 
 }  // namespace
@@ -199,7 +218,6 @@ std::string format_webhook(const Outgoing& o, const std::string& host) {
 }
 
 Notifier::Notifier(AlertSettings settings, std::string host) : host_(std::move(host)), settings_(std::move(settings)) {
-  init_curl();
   thread_ = std::thread([this] { run(); });
 }
 
@@ -337,6 +355,7 @@ void Notifier::run() {
 }
 
 bool Notifier::deliver(Job& job, const AlertSettings& s, std::string* err) {
+  if (!init_curl(err)) return false;  // retried like any failed delivery
   return job.channel == Channel::Email ? send_email(job.out, s, err) : send_webhook(job.out, s, err);
 }
 

@@ -10,18 +10,39 @@
 #include <memory>
 #include <mutex>
 
+#include "agent/dynlib.h"
+
 namespace releases {
 
 namespace {
 
+// libgit2 is opened on first use, not linked (agent/dynlib.h): a host without git deploys
+// never maps it. These pointers hide the library's own declarations in this file.
+#define AGENT_GIT_FUNCTIONS(X)                                                                       \
+  X(git_libgit2_init) X(git_libgit2_opts) X(git_error_last) X(git_repository_open_bare)              \
+  X(git_repository_free) X(git_repository_init_ext) X(git_commit_lookup) X(git_commit_free)          \
+  X(git_commit_summary) X(git_commit_tree) X(git_tree_lookup) X(git_tree_free) X(git_tree_entrycount) \
+  X(git_tree_entry_byindex) X(git_tree_entry_bypath) X(git_tree_entry_filemode) X(git_tree_entry_id) \
+  X(git_tree_entry_name) X(git_tree_entry_free) X(git_blob_lookup) X(git_blob_free)                  \
+  X(git_blob_rawcontent) X(git_blob_rawsize) X(git_object_id) X(git_object_peel) X(git_object_free)  \
+  X(git_oid_fromstr) X(git_oid_tostr) X(git_revparse_single)
+AGENT_GIT_FUNCTIONS(AGENT_DL_DECLARE)
+
 // libgit2 keeps global state; it is set up once, and owner validation is turned off: the
 // agent (often root) reads repositories owned by the account that pushes, which is the point.
-void init_libgit2() {
+bool init_libgit2(std::string* err) {
   static std::once_flag once;
-  std::call_once(once, [] {
-    git_libgit2_init();
-    git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
-  });
+  static bool ok = false;
+  static std::string error;
+  if (!agent::dynlib::open_once(once, ok, error, AGENT_LIBGIT2_SONAME, [](void* handle, std::string& err) {
+        const char* soname = AGENT_LIBGIT2_SONAME;
+        AGENT_GIT_FUNCTIONS(AGENT_DL_RESOLVE)
+        git_libgit2_init();
+        git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
+        return true;
+      }))
+    return *err = error, false;
+  return true;
 }
 
 std::string git_message(const std::string& what) {
@@ -29,7 +50,7 @@ std::string git_message(const std::string& what) {
   return what + ": " + (e && e->message ? e->message : "unknown libgit2 error");
 }
 
-template <typename T, void (*Free)(T*)>
+template <typename T, auto& Free>  // Free: one of the pointers above, read when called
 struct Freer {
   void operator()(T* p) const { if (p) Free(p); }
 };
@@ -41,7 +62,7 @@ using Object = std::unique_ptr<git_object, Freer<git_object, git_object_free>>;
 using Entry = std::unique_ptr<git_tree_entry, Freer<git_tree_entry, git_tree_entry_free>>;
 
 bool open_repo(const std::string& path, Repo* out, std::string* err) {
-  init_libgit2();
+  if (!init_libgit2(err)) return false;
   git_repository* r = nullptr;
   if (git_repository_open_bare(&r, path.c_str()) != 0) return *err = git_message("cannot open repository " + path), false;
   out->reset(r);
@@ -157,8 +178,8 @@ bool git_safe_entry_name(const std::string& name) {
 }
 
 bool git_ensure_bare(const std::string& path, const std::string& branch, bool* created, std::string* err) {
-  init_libgit2();
   *created = false;
+  if (!init_libgit2(err)) return false;
   git_repository* r = nullptr;
   if (git_repository_open_bare(&r, path.c_str()) == 0) {
     git_repository_free(r);

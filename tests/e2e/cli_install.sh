@@ -63,4 +63,9 @@ expect_out "ExecStart=/usr/bin/agent run -c /etc/agent/agent.toml"
 run cat "$BUILD_DIR/install_manifest.txt"
 expect_out "/usr/lib/systemd/system/agent.socket"
 expect_out "/etc/agent/agent.toml.example"
+# libgit2 and libcurl are opened on first use, never linked: a daemon whose apps neither push
+# nor alert does not map them (bench/footprint.sh measures what that saves).
+run objdump -p "$TMP/dest/usr/bin/agent"
+expect_out "NEEDED"
+if grep -Eq 'NEEDED +lib(git2|curl)' <<<"$out"; then fail "the agent links libgit2 or libcurl: $(grep NEEDED <<<"$out" | tr -s ' ' | tr '\n' ' ')"; else pass; fi
 done_ok

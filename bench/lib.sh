@@ -1,0 +1,110 @@
+# Shared by the bench scripts (sourced, not run): where things are, a scratch directory that is
+# cleaned up with whatever PM2 or agent it started, and the few measurements every script takes.
+# shellcheck shell=bash
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+pm2="$here/.deps/node_modules/.bin/pm2"
+agent="$repo/build/agent"
+hello="$repo/examples/hello-node/app"   # drains on SIGTERM; under PM2 it listens on $PORT
+apid=""
+
+bench_init() {
+  "$here/setup.sh" >/dev/null
+  work=$(mktemp -d /tmp/agent-bench.XXXXXX)
+  export PM2_HOME="$work/pm2"
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  "$pm2" kill >/dev/null 2>&1 || true
+  [ -z "$apid" ] || { kill -TERM "$apid" 2>/dev/null; wait "$apid" 2>/dev/null || true; }
+  rm -rf "$work"
+}
+
+# A port nobody listens on, from a range the tests do not use.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+# wait_http URL [SECONDS]: until URL answers 2xx, or fail.
+wait_http() {
+  local deadline=$((SECONDS + ${2:-30}))
+  until curl -fs -o /dev/null "$1"; do
+    ((SECONDS < deadline)) || { echo "bench: no answer on $1" >&2; return 1; }
+    sleep 0.05
+  done
+}
+
+# agent_config FILE then APP lines "name port instances source [extra toml...]": writes an agent
+# config with one [[app]] per line, every app running `node server.js` from its source.
+agent_config() {
+  local file=$1; shift
+  local dir; dir=$(dirname "$file")
+  {
+    printf '[agent]\nstate_dir = "%s/state"\nlog_dir = "%s/log"\ncontrol_socket = "%s/agent.sock"\n' "$dir" "$dir" "$dir"
+    local line name port n src extra
+    for line in "$@"; do
+      read -r name port n src extra <<<"$line"
+      printf '\n[[app]]\nname = "%s"\nsource = "%s"\ncommand = ["node", "server.js"]\ninstances = %s\nlisten = ["127.0.0.1:%s"]\n' \
+        "$name" "$src" "$n" "$port"
+      [ -z "$extra" ] || printf '%b\n' "$extra"
+    done
+  } >"$file"
+}
+
+# start_agent CONFIG: runs the daemon in the background (pid in $apid) and waits until every app
+# is idle with all its workers ready.
+start_agent() {
+  "$agent" run -c "$1" >"$(dirname "$1")/agent.out" 2>&1 &
+  apid=$!
+  agent_wait_idle "$1" 120
+}
+
+# agent_wait_idle CONFIG [SECONDS]: until no app has an operation running or queued and every
+# worker is ready.
+agent_wait_idle() {
+  local deadline=$((SECONDS + ${2:-60}))
+  until "$agent" status -c "$1" --json 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+apps = json.load(sys.stdin)["apps"]
+ok = all(a["operation"] == "" and a["queued"] == "" and len(a["workers"]) == a["instances"]
+         and all(w["state"] == "ready" for w in a["workers"]) for a in apps)
+sys.exit(0 if ok else 1)'; do
+    ((SECONDS < deadline)) || { echo "bench: agent not idle after ${2:-60}s" >&2; tail -20 "$(dirname "$1")/agent.out" >&2; return 1; }
+    sleep 0.05
+  done
+}
+
+stop_agent() {
+  [ -z "$apid" ] || { kill -TERM "$apid"; wait "$apid" || true; }
+  apid=""
+}
+
+# The PM2 daemon ("God") pid, once PM2 runs.
+pm2_pid() { cat "$PM2_HOME/pm2.pid"; }
+
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# median: of the numbers on stdin, one per line.
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }'; }
+
+# ratio A B: A/B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+
+versions() {
+  echo "$(nproc) cores ($(uname -m)), Node $(node --version), PM2 $("$pm2" --version 2>/dev/null | tail -1), agent $("$agent" --version | awk '{print $2}')"
+}
+
+# record TEXT: prints it and appends it to bench/RESULTS.md.
+record() {
+  echo "$1"
+  printf '\n%s\n' "$1" >>"$here/RESULTS.md"
+}
