@@ -4,7 +4,9 @@
 #   idle RSS and CPU of the daemon over a 10 s window once every worker is up;
 #   its CPU, wall time and peak RSS (VmHWM) while both apps roll at once (`pm2 reload a` and
 #   `pm2 reload b` in parallel; `agent reload a` and `agent reload b` in parallel).
-# Only the daemon is counted, never the workers or the CLI process that asks.
+# Only the daemon is counted, never the workers or the CLI process that asks. The agent runs
+# twice: as configured here (both apps from a directory, no alerts), and with app a taking git
+# pushes, which loads libgit2 into the daemon (it is opened on first use, not linked).
 #   bench/footprint.sh [ROUNDS=3]
 source "$(dirname "$0")/lib.sh"
 rounds=${1:-3}
@@ -46,12 +48,13 @@ run_pm2() {
   "$pm2" kill >/dev/null 2>&1
 }
 
-run_agent() {
+run_agent() {  # [git]
   rm -rf "$work/agent" && mkdir -p "$work/agent"
-  local cfg="$work/agent/agent.toml"
-  agent_config "$cfg" "a $(free_port) $instances $work/a" "b $(free_port) $instances $work/b"
+  local cfg="$work/agent/agent.toml" name=agent git=""
+  [ -z "${1:-}" ] || { name=agent+git; git="git = \"$work/agent/a.git\""; }
+  agent_config "$cfg" "a $(free_port) $instances $work/a $git" "b $(free_port) $instances $work/b"
   start_agent "$cfg"
-  echo "agent $(idle_and_rollout "$apid" bash -c "'$agent' reload a -c '$cfg' >/dev/null & '$agent' reload b -c '$cfg' >/dev/null & wait")"
+  echo "$name $(idle_and_rollout "$apid" bash -c "'$agent' reload a -c '$cfg' >/dev/null & '$agent' reload b -c '$cfg' >/dev/null & wait")"
   stop_agent
 }
 
@@ -60,6 +63,7 @@ echo "2 apps x $instances workers, $rounds rounds; per round: peer idle_rss_kb i
 for _ in $(seq "$rounds"); do
   run_pm2 | tee -a "$work/results"
   run_agent | tee -a "$work/results"
+  run_agent git | tee -a "$work/results"
 done
 
 col() { awk -v p="$1" -v c="$2" '$1 == p { print $c }' "$work/results" | median; }
@@ -75,8 +79,10 @@ reloaded at once; CPU of the daemon over the rollout's wall time; peak = VmHWM o
 |---|---|---|---|---|---|
 | PM2 (God daemon) | $(awk -v k="$p_rss" 'BEGIN { printf "%.1f", k / 1024 }') | $(col pm2 3) | $(col pm2 4) | $(awk -v m="$(col pm2 5)" 'BEGIN { printf "%.2f", m / 1000 }') | $(awk -v k="$(col pm2 6)" 'BEGIN { printf "%.1f", k / 1024 }') |
 | agent | $(awk -v k="$a_rss" 'BEGIN { printf "%.1f", k / 1024 }') | $(col agent 3) | $(col agent 4) | $(awk -v m="$(col agent 5)" 'BEGIN { printf "%.2f", m / 1000 }') | $(awk -v k="$(col agent 6)" 'BEGIN { printf "%.1f", k / 1024 }') |
+| agent, app a taking git pushes (libgit2 loaded) | $(awk -v k="$(col agent+git 2)" 'BEGIN { printf "%.1f", k / 1024 }') | $(col agent+git 3) | $(col agent+git 4) | $(awk -v m="$(col agent+git 5)" 'BEGIN { printf "%.2f", m / 1000 }') | $(awk -v k="$(col agent+git 6)" 'BEGIN { printf "%.1f", k / 1024 }') |
 
-Agent idle RSS / PM2 idle RSS: **$(ratio "$a_rss" "$p_rss")** (target: at most 0.10).
+Agent idle RSS / PM2 idle RSS: **$(ratio "$a_rss" "$p_rss")** (target: at most 0.10); with libgit2 loaded: $(ratio "$(col agent+git 2)" "$p_rss").
+libcurl (alerts) is opened the same way, when the first alert goes out.
 
 Every round (peer, idle RSS KiB, idle CPU %, rollout CPU %, rollout ms, peak RSS KiB):
 

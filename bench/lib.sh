@@ -8,6 +8,10 @@ pm2="$here/.deps/node_modules/.bin/pm2"
 agent="$repo/build/agent"
 hello="$repo/examples/hello-node/app"   # drains on SIGTERM; under PM2 it listens on $PORT
 apid=""
+# Some machines set NODE_EXTRA_CA_CERTS globally; Node then parses the whole CA bundle at every
+# start (about 45 ms here). PM2 hands its environment to its workers, the agent's allow-list
+# does not: unset for every peer so the start times compare the managers, not this setting.
+unset NODE_EXTRA_CA_CERTS
 
 bench_init() {
   "$here/setup.sh" >/dev/null
@@ -69,7 +73,7 @@ start_agent() {
 # worker is ready.
 agent_wait_idle() {
   local deadline=$((SECONDS + ${2:-60}))
-  until "$agent" status -c "$1" --json 2>/dev/null | /usr/bin/python3 -c '
+  until "$agent" status -c "$1" --json 2>/dev/null | /usr/bin/python3 2>/dev/null -c '
 import json, sys
 apps = json.load(sys.stdin)["apps"]
 ok = all(a["operation"] == "" and a["queued"] == "" and len(a["workers"]) == a["instances"]

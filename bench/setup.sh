@@ -4,9 +4,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/../scripts/setup.sh"
-if ! command -v wrk >/dev/null; then
+# wrk for load, matplotlib for the plots (drawn with /usr/bin/python3, Debian's).
+if ! command -v wrk >/dev/null || ! /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk python3-matplotlib
 fi
 if [ ! -x "$here/.deps/node_modules/.bin/pm2" ]; then
   npm install --prefix "$here/.deps" --no-audit --no-fund --loglevel=error pm2@7

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Scale: how the rollout time and the daemon's memory grow
+#   with workers: one app of 1, 4, 16, 64 instances;
+#   with apps:    1, 4, 16 apps of 4 instances each, all reloaded at once;
+# under the agent (`agent reload` of each app, all at once, one batch per worker) and under PM2
+# (`pm2 reload all`: PM2 refuses a second `pm2 reload` while one runs). The app is examples/hello-node/app. Memory is the daemon's RSS after
+# the rollout (the workers are not counted). Medians of ROUNDS. Draws bench/scale.png.
+#   bench/scale.sh [ROUNDS=3]
+source "$(dirname "$0")/lib.sh"
+rounds=${1:-3}
+bench_init
+cp -r "$hello" "$work/app"
+
+pm2_wait_online() {
+  local deadline=$((SECONDS + 300))
+  until [ "$("$pm2" jlist 2>/dev/null | /usr/bin/python3 -c 'import json,sys; print(sum(p["pm2_env"]["status"] == "online" for p in json.load(sys.stdin)))' 2>/dev/null)" = "$1" ]; do
+    ((SECONDS < deadline)) || { echo "bench: PM2 never had $1 workers online" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# point APPS INSTANCES: prints "pm2 <apps> <instances> <rollout ms> <rss kB>" and the same for the agent.
+point() {
+  local apps=$1 n=$2 i ports=() lines=() t0 t1
+  for i in $(seq "$apps"); do ports+=("$(free_port)"); done
+  for i in $(seq "$apps"); do
+    (cd "$work/app" && PORT=${ports[$((i - 1))]} "$pm2" start server.js -i "$n" --name "app$i" >/dev/null)
+  done
+  pm2_wait_online $((apps * n))
+  for p in "${ports[@]}"; do wait_http "http://127.0.0.1:$p/"; done
+  t0=$(now_ms)
+  "$pm2" reload all >/dev/null  # PM2 refuses a second reload while one runs ("Reload already in progress")
+  t1=$(now_ms)
+  echo "pm2 $apps $n $((t1 - t0)) $(rss_kb "$(pm2_pid)")"
+  "$pm2" kill >/dev/null 2>&1
+
+  rm -rf "$work/agent" && mkdir -p "$work/agent"
+  for i in $(seq "$apps"); do lines+=("app$i ${ports[$((i - 1))]} $n $work/app"); done
+  agent_config "$work/agent/agent.toml" "${lines[@]}"
+  start_agent "$work/agent/agent.toml"
+  t0=$(now_ms)
+  pids=()  # not a bare `wait`: the daemon is a child of this shell too
+  for i in $(seq "$apps"); do "$agent" reload "app$i" -c "$work/agent/agent.toml" >/dev/null & pids+=($!); done
+  wait "${pids[@]}"
+  t1=$(now_ms)
+  echo "agent $apps $n $((t1 - t0)) $(rss_kb "$apid")"
+  stop_agent
+}
+
+: >"$work/results"
+for _ in $(seq "$rounds"); do
+  for n in 1 4 16 64; do point 1 "$n" | tee -a "$work/results"; done
+  for a in 4 16; do point "$a" 4 | tee -a "$work/results"; done
+done
+
+# Medians per (peer, apps, instances): "peer apps instances rollout_ms rss_kb".
+awk '{ k = $1 " " $2 " " $3; print k, $4, $5 }' "$work/results" | sort -k1,1 -k2,2n -k3,3n | awk '
+  { k = $1 " " $2 " " $3; if (k != last && last != "") flush(); last = k; n++; r[n] = $4; m[n] = $5 }
+  function flush(   i, j, t) {
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) { if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t } if (m[j] < m[i]) { t = m[i]; m[i] = m[j]; m[j] = t } }
+    print last, r[int((n + 1) / 2)], m[int((n + 1) / 2)]; n = 0
+  }
+  END { if (last != "") flush() }' >"$work/medians"
+
+row() {  # APPS INSTANCES
+  local p a
+  p=$(awk -v a="$1" -v n="$2" '$1 == "pm2" && $2 == a && $3 == n' "$work/medians")
+  a=$(awk -v a="$1" -v n="$2" '$1 == "agent" && $2 == a && $3 == n' "$work/medians")
+  awk -v p="$p" -v a="$a" -v apps="$1" -v n="$2" 'BEGIN {
+    split(p, P, " "); split(a, A, " ")
+    printf "| %d | %d | %d | %.2f | %.2f | %.1f | %.1f | %.2f |\n", apps, n, apps * n, P[4] / 1000, A[4] / 1000, P[5] / 1024, A[5] / 1024, A[5] / P[5] }'
+}
+/usr/bin/python3 - "$work/medians" "$here/scale.png" <<'PY'
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+rows = [l.split() for l in open(sys.argv[1])]
+fig, ax = plt.subplots(2, 2, figsize=(10, 7))
+for col, (label, pick, xkey) in enumerate([("workers (one app)", lambda r: r[1] == "1", 2),
+                                           ("apps (4 workers each)", lambda r: r[2] == "4" and r[1] != "1" or r[1] == "1" and r[2] == "4", 1)]):
+    for peer, style in (("pm2", "o-"), ("agent", "s-")):
+        pts = sorted((int(r[xkey]), int(r[3]) / 1000, int(r[4]) / 1024) for r in rows if r[0] == peer and pick(r))
+        xs = [p[0] for p in pts]
+        ax[0][col].plot(xs, [p[1] for p in pts], style, label=peer)
+        ax[1][col].plot(xs, [p[2] for p in pts], style, label=peer)
+    for row, ylabel in ((0, "rollout (s)"), (1, "daemon RSS (MiB)")):
+        ax[row][col].set_xscale("log", base=2 if col == 0 else 4)
+        ax[row][col].set_xlabel(label)
+        ax[row][col].set_ylabel(ylabel)
+        ax[row][col].grid(True, alpha=0.3)
+        ax[row][col].legend()
+fig.suptitle("Rollout time and daemon memory: agent vs PM2 (bench/scale.sh)")
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=80)
+PY
+
+table=$(cat <<TXT
+### Scale: rollout time and daemon memory with workers and with apps ($(date -u +%F))
+
+Command: \`bench/scale.sh $rounds\` on $(versions). Medians of $rounds rounds. Rollout: every app
+reloaded at once (PM2: \`pm2 reload all\`), one worker per batch; RSS: the daemon after the rollout, workers not counted.
+
+| apps | workers per app | workers | PM2 rollout s | agent rollout s | PM2 daemon RSS MiB | agent RSS MiB | agent/PM2 RSS |
+|---|---|---|---|---|---|---|---|
+$(row 1 1)
+$(row 1 4)
+$(row 1 16)
+$(row 1 64)
+$(row 4 4)
+$(row 16 4)
+
+![rollout time and daemon memory against workers and apps](scale.png)
+
+Every round (peer, apps, workers per app, rollout ms, RSS kB):
+
+$(sed 's/^/    /' "$work/results")
+TXT
+)
+record "$table"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Steady throughput: the same app (examples/hello-node/app), the same 4 instances, no reloads.
+# PM2 cluster mode (its master accepts and hands connections round-robin to the workers) against
+# the agent (every worker accepts on the one shared socket). Two loads, one after the other:
+#   keep-alive       wrk -c50, connections kept open
+#   new connections  wrk -c16 with "Connection: close", a connection per request
+# Each DURATION seconds (default 10) after 2 s of warm-up. Medians of ROUNDS.
+#   bench/throughput.sh [ROUNDS=3] [DURATION=10]
+source "$(dirname "$0")/lib.sh"
+rounds=${1:-3}
+duration=${2:-10}
+instances=4
+bench_init
+cp -r "$hello" "$work/app"
+
+# "req/s p99_ms errors" of one wrk run.
+load() {
+  wrk -t1 "$@" -d2s "$url" >/dev/null 2>&1   # warm-up
+  wrk -t1 "$@" -d"${duration}s" --latency "$url" >"$work/wrk.out" 2>&1
+  awk '
+    /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 }
+    /Non-2xx/ { e += $NF }
+    /^ +99%/ { p = $2; if (p ~ /us$/) { sub(/us/, "", p); p /= 1000 } else if (p ~ /ms$/) { sub(/ms/, "", p) } else if (p ~ /s$/) { sub(/s/, "", p); p *= 1000 } }
+    /^Requests\/sec/ { r = $2 }
+    END { printf "%.0f %.1f %d\n", r, p, e }' "$work/wrk.out"
+}
+both_loads() { echo "$(load -c50) $(load -c16 -H 'Connection: close')"; }
+
+run_pm2() {
+  local port; port=$(free_port); url="http://127.0.0.1:$port/"
+  (cd "$work/app" && PORT=$port "$pm2" start server.js -i $instances --name bench >/dev/null)
+  wait_http "$url"
+  echo "pm2 $(both_loads)"
+  "$pm2" kill >/dev/null 2>&1
+}
+
+run_agent() {
+  local port; port=$(free_port); url="http://127.0.0.1:$port/"
+  rm -rf "$work/agent" && mkdir -p "$work/agent"
+  agent_config "$work/agent/agent.toml" "bench $port $instances $work/app"
+  start_agent "$work/agent/agent.toml"
+  echo "agent $(both_loads)"
+  stop_agent
+}
+
+echo "$instances instances, ${duration}s per load, $rounds rounds; per round: peer keep-alive req/s p99 errors, new-conn req/s p99 errors"
+: >"$work/results"
+for _ in $(seq "$rounds"); do
+  run_pm2 | tee -a "$work/results"
+  run_agent | tee -a "$work/results"
+done
+
+col() { awk -v p="$1" -v c="$2" '$1 == p { print $c }' "$work/results" | median; }
+table=$(cat <<TXT
+### Steady throughput: shared socket vs PM2 cluster mode, $instances instances ($(date -u +%F))
+
+Command: \`bench/throughput.sh $rounds $duration\` on $(versions). Medians of $rounds rounds, ${duration} s per load
+after 2 s of warm-up; wrk (one thread) shares the 2 cores with the workers, the same for both.
+
+| peer | keep-alive (50 conns) req/s | p99 ms | errors | new conn per request (16 clients) req/s | p99 ms | errors |
+|---|---|---|---|---|---|---|
+| PM2 cluster (master round-robin) | $(col pm2 2) | $(col pm2 3) | $(col pm2 4) | $(col pm2 5) | $(col pm2 6) | $(col pm2 7) |
+| agent (shared accept queue) | $(col agent 2) | $(col agent 3) | $(col agent 4) | $(col agent 5) | $(col agent 6) | $(col agent 7) |
+
+Agent / PM2: keep-alive **$(ratio "$(col agent 2)" "$(col pm2 2)")**, new connections **$(ratio "$(col agent 5)" "$(col pm2 5)")** (target: at least 1.00).
+
+Every round:
+
+$(sed 's/^/    /' "$work/results")
+TXT
+)
+record "$table"
