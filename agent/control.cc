@@ -1,5 +1,7 @@
 #include "agent/control.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -196,14 +198,40 @@ void ControlServer::accept_all() {
       // Stop reading: one request per connection.
       loop_.remove(s->watch_);
       s->watch_ = 0;
-      nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
-      if (req.is_discarded() || !req.is_object() || !req.contains("verb") || !req["verb"].is_string()) {
-        s->finish(false, "bad request: expected one JSON object with a \"verb\" on one line");
-        return;
-      }
+      ControlRequest req;
+      std::string why;
+      if (!parse_control_request(line, &req, &why)) return s->finish(false, why);
       handler_(s, req);
     });
   }
+}
+
+bool parse_control_request(std::string_view line, ControlRequest* out, std::string* err) {
+  static const char* const kVerbs[] = {"status", "deploy", "reload", "rollback", "start", "stop", "restart"};
+  constexpr size_t kMaxString = 4096;
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("verb") || !j["verb"].is_string())
+    return *err = "bad request: expected one JSON object with a \"verb\" on one line", false;
+  *out = ControlRequest{};
+  for (auto [key, field] : {std::pair{"verb", &out->verb}, {"app", &out->app}, {"from", &out->from}, {"to", &out->to},
+                            {"rev", &out->rev}, {"ref", &out->ref}}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_string()) return *err = std::string("bad request: \"") + key + "\" must be a string", false;
+    const auto& v = it->get_ref<const std::string&>();
+    if (v.size() > kMaxString) return *err = std::string("bad request: \"") + key + "\" is over 4 KiB", false;
+    if (v.find('\0') != std::string::npos) return *err = std::string("bad request: \"") + key + "\" holds a NUL byte", false;
+    *field = v;
+  }
+  if (std::find(std::begin(kVerbs), std::end(kVerbs), out->verb) == std::end(kVerbs))
+    return *err = "unknown verb \"" + out->verb.substr(0, 64) + "\"", false;
+  if (auto it = j.find("steps"); it != j.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<long long>() < 1 || it->get<long long>() > 1000 ||
+        (it->is_number_unsigned() && it->get<unsigned long long>() > 1000))
+      return *err = "bad request: \"steps\" must be a whole number from 1 to 1000", false;
+    out->steps = it->get<int>();
+  }
+  return true;
 }
 
 bool call_daemon(const std::string& path, const nlohmann::json& request,

@@ -19,6 +19,19 @@
 
 namespace agent {
 
+/// One request, checked: what any client may ask, whatever bytes it sent. Fields it did not
+/// send are empty (steps: 1).
+struct ControlRequest {
+  std::string verb;  // status, deploy, reload, rollback, start, stop, restart
+  std::string app, from, to, rev, ref;
+  int steps = 1;     // rollback N: 1..1000
+};
+
+/// Parses one request line. False with a one-line reason ("bad request: ...") when it is not
+/// a JSON object with a known "verb", a field has the wrong type, a string is over 4 KiB or
+/// holds a NUL, or "steps" is not 1..1000. Unknown fields are ignored.
+bool parse_control_request(std::string_view line, ControlRequest* out, std::string* err);
+
 /// One client connection. Kept alive by whoever will still answer it; sending to a client that
 /// went away is a no-op (the work it asked for goes on).
 class Session {
@@ -51,7 +64,7 @@ class Session {
 
 class ControlServer {
  public:
-  using Handler = std::function<void(std::shared_ptr<Session>, const nlohmann::json& request)>;
+  using Handler = std::function<void(std::shared_ptr<Session>, const ControlRequest& request)>;
   ControlServer(EventLoop& loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
   ~ControlServer();
 

@@ -120,7 +120,7 @@ bool Daemon::start(std::string* err) {
     if (!g) return *err = "control_group " + cfg_.agent.control_group + " does not exist", false;
     gid = g->gr_gid;
   }
-  control_ = std::make_unique<ControlServer>(loop_, [this](std::shared_ptr<Session> s, const nlohmann::json& req) {
+  control_ = std::make_unique<ControlServer>(loop_, [this](std::shared_ptr<Session> s, const ControlRequest& req) {
     on_request(std::move(s), req);
   });
   if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
@@ -289,12 +289,11 @@ bool Daemon::authorized(uid_t uid) const {
   return std::find(groups.begin(), groups.end(), g->gr_gid) != groups.end();
 }
 
-void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
-  std::string verb = req["verb"].get<std::string>();
-  auto str = [&](const char* k) { return req.contains(k) && req[k].is_string() ? req[k].get<std::string>() : std::string(); };
+void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
+  const std::string& verb = req.verb;
   if (verb == "status") {
     nlohmann::json apps = nlohmann::json::array();
-    std::string only = str("app");
+    const std::string& only = req.app;
     for (const auto& [name, app] : apps_)
       if (only.empty() || only == name) apps.push_back(app->status());
     if (!only.empty() && apps.empty()) return s->finish(false, "no app \"" + only + "\"");
@@ -309,7 +308,7 @@ void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
     return s->finish(false, "uid " + std::to_string(s->uid()) + " may not " + verb + ": only root, the agent's own user" +
                                 (cfg_.agent.control_group.empty() ? "" : " or members of " + cfg_.agent.control_group));
   if (shutting_down_) return s->finish(false, "the agent is shutting down");
-  std::string name = str("app");
+  std::string name = req.app;
   if (name.empty() && apps_.size() == 1) name = apps_.begin()->first;
   auto app = apps_.find(name);
   if (app == apps_.end()) {
@@ -321,18 +320,18 @@ void Daemon::on_request(std::shared_ptr<Session> s, const nlohmann::json& req) {
   OpRequest op;
   op.kind = op_it->second;
   op.uid = static_cast<long>(s->uid());
-  op.from = str("from");
-  op.to = str("to");
-  if (req.contains("steps") && req["steps"].is_number_integer()) op.steps = req["steps"].get<int>();
-  if (op.kind == OpRequest::Kind::Deploy && !str("rev").empty()) {
+  op.from = req.from;
+  op.to = req.to;
+  op.steps = req.steps;
+  if (op.kind == OpRequest::Kind::Deploy && !req.rev.empty()) {
     // A push (the post-receive hook) or `deploy --rev`: export that commit from the app's repo.
     const AppConfig& cfg = app->second->config();
     if (cfg.git.empty()) return s->finish(false, "app " + name + " has no git repository (set git = \"...\")");
-    std::string ref = str("ref"), why;
+    std::string ref = req.ref, why;
     if (!ref.empty() && !hooks::is_deploy_branch(name, cfg.branch, ref, &why)) return s->finish(true, why, {{"ignored", true}});
     if (!op.from.empty()) return s->finish(false, "give --from or --rev, not both");
     op.source = "git";
-    op.revision = str("rev");
+    op.revision = req.rev;
   } else if (op.kind == OpRequest::Kind::Deploy) {
     if (op.from.empty()) op.from = app->second->config().source;
     if (op.from.empty()) return s->finish(false, "app " + name + " has no source: give --from DIR");

@@ -39,7 +39,7 @@ class Daemon {
   void on_signal();
   void reload_config();
   void begin_shutdown();
-  void on_request(std::shared_ptr<Session> s, const nlohmann::json& req);
+  void on_request(std::shared_ptr<Session> s, const ControlRequest& req);
   bool authorized(uid_t uid) const;
   void close_unused_sockets();
 

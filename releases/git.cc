@@ -190,7 +190,8 @@ bool git_ensure_bare(const std::string& path, const std::string& branch, bool* c
     // Something is there and it is not a bare repository: never write over it.
     return *err = git_message(path + " exists but is not a bare git repository"), false;
   }
-  git_repository_init_options opts = GIT_REPOSITORY_INIT_OPTIONS_INIT;
+  git_repository_init_options opts{};  // GIT_REPOSITORY_INIT_OPTIONS_INIT, spelled out: clang flags the macro's partial initializer
+  opts.version = GIT_REPOSITORY_INIT_OPTIONS_VERSION;
   opts.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH;
   std::string head = "refs/heads/" + branch;
   opts.initial_head = head.c_str();
