@@ -36,9 +36,25 @@ Daemon::~Daemon() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-bool Daemon::bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::string* err) {
-  for (const auto& a : app.listen) {
+bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, std::vector<int>* fds,
+                              std::string* err) {
+  for (size_t i = 0; i < app.listen.size(); ++i) {
+    const auto& a = app.listen[i];
     auto it = sockets_.find(a.canonical());
+    // Workers a killed agent left behind still accept on this address: take the socket from
+    // one of them, so it never closes and nothing queued on it is lost (agent/orphans.h).
+    for (const auto& o : orphans) {
+      if (it != sockets_.end()) break;
+      std::string why;
+      int fd = take_listen_socket(o, i, a.canonical(), &why);
+      if (fd < 0) {
+        spdlog::warn("{}: cannot take {} from the previous agent's worker: {}", app.name, a.canonical(), why);
+        continue;
+      }
+      it = sockets_.emplace(a.canonical(), fd).first;
+      spdlog::info("listening on {} for {}: the socket taken over from pid {} of the previous agent", a.canonical(),
+                   app.name, o.pid);
+    }
     if (it == sockets_.end()) {
       int fd = bind_listen(a, err);
       if (fd < 0) return *err = "app " + app.name + ": " + *err, false;
@@ -51,10 +67,18 @@ bool Daemon::bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::
 }
 
 bool Daemon::add_app(const AppConfig& app, std::string* err) {
+  std::vector<Orphan> orphans = find_orphans(app.app_dir(cfg_.agent) + "/workers");
   std::vector<int> fds;
-  if (!bind_app_sockets(app, &fds, err)) return false;
+  if (!bind_app_sockets(app, orphans, &fds, err)) {
+    for (auto& o : orphans) ::close(o.pidfd);
+    return false;
+  }
   auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, cfg_.agent, app, fds, environ_);
-  if (!sup->init(err)) return *err = "app " + app.name + ": " + *err, false;
+  if (!sup->init(err)) {
+    for (auto& o : orphans) ::close(o.pidfd);
+    return *err = "app " + app.name + ": " + *err, false;
+  }
+  sup->adopt(std::move(orphans));
   AppSupervisor* raw = sup.get();
   apps_[app.name] = std::move(sup);
   setup_git(app);

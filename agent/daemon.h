@@ -17,6 +17,7 @@
 #include "agent/alerts.h"
 #include "agent/config.h"
 #include "agent/control.h"
+#include "agent/orphans.h"
 #include "agent/event_loop.h"
 #include "agent/supervisor.h"
 
@@ -31,7 +32,7 @@ class Daemon {
 
  private:
   bool start(std::string* err);
-  bool bind_app_sockets(const AppConfig& app, std::vector<int>* fds, std::string* err);
+  bool bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, std::vector<int>* fds, std::string* err);
   void check_ready();
   void watchdog_ping(std::chrono::milliseconds every);
   void setup_git(const AppConfig& app);

@@ -70,6 +70,11 @@ AppSupervisor::~AppSupervisor() {
     ::close(fd);
   }
   for (auto& slot : slots_) loop_.cancel(slot.restart_timer);
+  for (auto& [pid, o] : orphans_) {
+    loop_.remove(o.watch);
+    loop_.cancel(o.kill_timer);
+    ::close(o.orphan.pidfd);
+  }
   loop_.cancel(memory_timer_);
   loop_.remove(notify_watch_);
   if (notify_fd_ >= 0) ::close(notify_fd_);
@@ -134,6 +139,60 @@ void AppSupervisor::boot() {
   if (!app_.source.empty()) start_watch(baseline);
   if (op) submit(std::move(*op));
   booted_ = true;
+}
+
+void AppSupervisor::adopt(std::vector<Orphan> orphans) {
+  std::string pids;
+  for (auto& o : orphans) {
+    pids += (pids.empty() ? "" : ", ") + std::to_string(o.pid);
+    orphans_[o.pid].orphan = o;
+  }
+  if (!orphans_.empty())
+    spdlog::warn("{}: {} worker(s) of a previous agent still running (pid {}): they serve until this agent's own "
+                 "workers are up, then drain",
+                 app_.name, orphans_.size(), pids);
+  record_workers();
+}
+
+void AppSupervisor::drain_orphans() {
+  for (auto& [pid, o] : orphans_) {
+    if (o.draining) continue;
+    o.draining = true;
+    pidfd_signal(o.orphan.pidfd, app_.drain_signal);
+    say("draining worker of the previous agent (pid " + std::to_string(pid) + ") with " + signal_name(app_.drain_signal));
+    // Not our child: its pidfd turns readable when it exits; there is no status to collect.
+    o.watch = loop_.add(o.orphan.pidfd, EPOLLIN, [this, pid = pid](std::uint32_t) {
+      auto it = orphans_.find(pid);
+      if (it == orphans_.end()) return;
+      loop_.remove(it->second.watch);
+      loop_.cancel(it->second.kill_timer);
+      ::close(it->second.orphan.pidfd);
+      orphans_.erase(it);
+      spdlog::info("{}: worker of the previous agent (pid {}) exited", app_.name, pid);
+      record_workers();
+    });
+    if (app_.kill_timeout)
+      o.kill_timer = loop_.after(*app_.kill_timeout, [this, pid = pid] {
+        auto it = orphans_.find(pid);
+        if (it == orphans_.end()) return;
+        it->second.kill_timer = 0;
+        spdlog::warn("{}: worker of the previous agent (pid {}) still alive after kill_timeout: SIGKILL", app_.name, pid);
+        pidfd_signal(it->second.orphan.pidfd, SIGKILL);
+      });
+  }
+}
+
+void AppSupervisor::record_workers() {
+  std::vector<pid_t> pids;
+  for (const auto& [pid, w] : workers_) pids.push_back(pid);
+  for (const auto& [pid, o] : orphans_) pids.push_back(pid);
+  std::string err;
+  if (write_workers_record(store_.app_dir() + "/workers", pids, &err)) {
+    record_error_.clear();
+  } else if (err != record_error_) {  // once per distinct failure, not once per worker
+    spdlog::error("{}: cannot record the workers ({}): a restart after a crash of the agent will not find them", app_.name, err);
+    record_error_ = err;
+  }
 }
 
 void AppSupervisor::start_watch(const std::string& baseline) {
@@ -280,6 +339,8 @@ void AppSupervisor::finish_op(bool ok, const std::string& message) {
   running_.reset();
   if (ok) spdlog::info("{}: {} done: {}", app_.name, op_name(op.kind), message);
   else spdlog::warn("{}: {} failed: {}", app_.name, op_name(op.kind), message);
+  // This agent's workers serve now: the previous agent's may go. After a failure they keep serving.
+  if (ok && !orphans_.empty()) drain_orphans();
   if (op.done) op.done(ok, message);
   if (next_app_) {
     app_ = std::move(*next_app_);
@@ -642,6 +703,7 @@ void AppSupervisor::shutdown(std::function<void()> when_empty) {
   for (const auto& [pid, w] : workers_)
     if (w->state != WorkerState::Draining) pids.push_back(pid);
   for (pid_t p : pids) drain(p, "agent shutting down");
+  drain_orphans();  // not waited for: they drain on their own
   maybe_empty();
 }
 
@@ -710,6 +772,9 @@ nlohmann::json AppSupervisor::status() const {
                        {"restarts", slot ? slot->restarts : 0}});
   }
   j["workers"] = workers;
+  nlohmann::json orphans = nlohmann::json::array();
+  for (const auto& [pid, o] : orphans_) orphans.push_back({{"pid", pid}, {"draining", o.draining}});
+  j["orphans"] = orphans;  // workers of a previous agent (agent/orphans.h), until they exit
   return j;
 }
 

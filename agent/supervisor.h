@@ -45,6 +45,7 @@
 #include "agent/build.h"
 #include "agent/config.h"
 #include "agent/event_loop.h"
+#include "agent/orphans.h"
 #include "agent/launch_env.h"
 #include "agent/worker_log.h"
 #include "releases/store.h"
@@ -82,6 +83,9 @@ class AppSupervisor {
   bool init(std::string* err);
   /// At daemon start: run the current release, or stage the source if nothing is deployed.
   void boot();
+  /// Workers a killed agent left serving (agent/orphans.h): drained once this agent's own
+  /// workers serve, i.e. when an operation next succeeds. Called before boot().
+  void adopt(std::vector<Orphan> orphans);
   void submit(OpRequest op);
   /// A reloaded config (SIGHUP): used for every later start; `instances` is applied now (or
   /// when the running operation ends).
@@ -162,6 +166,10 @@ class AppSupervisor {
   void on_exit(pid_t pid);
   void drain(pid_t pid, const std::string& why);
   void check_memory();
+  /// Rewrites <app_dir>/workers with every live worker, orphans included.
+  void record_workers();
+  /// Sends the orphans drain_signal (SIGKILL after kill_timeout) and forgets each as it exits.
+  void drain_orphans();
   /// Watches source/watch (when the app has a source) and deploys what lands there.
   void start_watch(const std::string& baseline);
   /// <app_dir>/source-seen: the content of source/watch last acted on, kept across restarts.
@@ -195,6 +203,13 @@ class AppSupervisor {
   std::string notify_name_;
 
   std::map<pid_t, std::unique_ptr<Worker>> workers_;
+  struct Adopted {
+    Orphan orphan;
+    EventLoop::Id watch = 0, kill_timer = 0;
+    bool draining = false;
+  };
+  std::map<pid_t, Adopted> orphans_;
+  std::string record_error_;  // the last failure to write <app_dir>/workers, logged once
   std::map<int, std::unique_ptr<OutputPipe>> pipes_;  // by fd; live until EOF, even after the worker exits
   std::map<pid_t, std::vector<std::string>> recent_output_;  // last lines per worker, until it is reaped
   std::vector<Slot> slots_;

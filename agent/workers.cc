@@ -122,6 +122,7 @@ pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool inc
   watch_output(out[0], slot, pid, "out");
   watch_output(errp[0], slot, pid, "err");
   workers_[pid] = std::move(w);
+  record_workers();
   Slot& s = slots_[static_cast<size_t>(slot)];
   (incoming ? s.incoming : s.serving) = pid;  // an incoming worker's release becomes the slot's only when it takes over
   spdlog::info("{}: started worker {} (pid {}) on {}", app_.name, slot, pid, release);
@@ -252,6 +253,7 @@ void AppSupervisor::on_exit(pid_t pid) {
   release_plumbing(*w);
   auto gone = std::move(workers_[pid]);  // freed at the end of this handler
   workers_.erase(pid);
+  record_workers();
 
   Slot* slot = gone->slot < static_cast<int>(slots_.size()) ? &slots_[static_cast<size_t>(gone->slot)] : nullptr;
   std::string name = worker_name(*gone);

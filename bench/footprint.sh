@@ -2,8 +2,9 @@
 # Footprint: the agent daemon beside the PM2 daemon ("God"), each running the same 2 apps x 8
 # workers (examples/hello-node/app). Per peer and round:
 #   idle RSS and CPU of the daemon over a 10 s window once every worker is up;
-#   its CPU, wall time and peak RSS (VmHWM) while both apps roll at once (`pm2 reload a` and
-#   `pm2 reload b` in parallel; `agent reload a` and `agent reload b` in parallel).
+#   its CPU, wall time and peak RSS (VmHWM) while both apps roll at once (`pm2 reload all`: PM2
+#   refuses a second `pm2 reload` while one runs; `agent reload a` and `agent reload b` in
+#   parallel).
 # Only the daemon is counted, never the workers or the CLI process that asks. The agent runs
 # twice: as configured here (both apps from a directory, no alerts), and with app a taking git
 # pushes, which loads libgit2 into the daemon (it is opened on first use, not linked).
@@ -25,7 +26,7 @@ idle_and_rollout() {
   c1=$(cpu_ticks "$pid")
   local idle_cpu; idle_cpu=$(awk -v d=$((c1 - c0)) -v hz="$hz" -v w="$window" 'BEGIN { printf "%.2f", 100 * d / hz / w }')
   c0=$(cpu_ticks "$pid"); t0=$(now_ms)
-  "$@"
+  "$@" >/dev/null
   t1=$(now_ms); c1=$(cpu_ticks "$pid")
   local roll_cpu; roll_cpu=$(awk -v d=$((c1 - c0)) -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", 100 * d / hz / (ms / 1000) }')
   echo "$rss $idle_cpu $roll_cpu $((t1 - t0)) $(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")"
@@ -44,7 +45,7 @@ run_pm2() {
   (cd "$work/a" && PORT=$pa "$pm2" start server.js -i $instances --name a >/dev/null)
   (cd "$work/b" && PORT=$pb "$pm2" start server.js -i $instances --name b >/dev/null)
   pm2_all_online $((2 * instances)); wait_http "http://127.0.0.1:$pa/"; wait_http "http://127.0.0.1:$pb/"
-  echo "pm2 $(idle_and_rollout "$(pm2_pid)" bash -c "'$pm2' reload a >/dev/null & '$pm2' reload b >/dev/null & wait")"
+  echo "pm2 $(idle_and_rollout "$(pm2_pid)" "$pm2" reload all)"
   "$pm2" kill >/dev/null 2>&1
 }
 
@@ -73,7 +74,7 @@ table=$(cat <<TXT
 
 Command: \`bench/footprint.sh $rounds\` on $(versions). Medians of $rounds rounds.
 Idle: RSS, and CPU over a ${window} s window once all $((2 * instances)) workers are up. Rollout: both apps
-reloaded at once; CPU of the daemon over the rollout's wall time; peak = VmHWM over the daemon's life.
+reloaded at once (PM2: \`pm2 reload all\`); CPU of the daemon over the rollout's wall time; peak = VmHWM over the daemon's life.
 
 | daemon | idle RSS MiB | idle CPU % | rollout CPU % | rollout s | peak RSS MiB |
 |---|---|---|---|---|---|

@@ -115,6 +115,8 @@ class Agent:
 
     # --- the daemon ------------------------------------------------------------------------
     def start(self, wait_ready=True):
+        if getattr(self, "out", None):
+            self.out.close()  # a restart of the agent appends to the same file
         self.out = open(os.path.join(self.dir, "agent.out"), "a")
         self.proc = subprocess.Popen([AGENT, "run", "-c", self.config], stdout=self.out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
