@@ -131,7 +131,10 @@ int EventLoop::run_once(std::chrono::milliseconds timeout) {
   if (n < 0 && errno != EINTR) spdlog::error("epoll_wait: {}", std::strerror(errno));
   int ran = 0;
   for (int i = 0; i < n; ++i) {
-    auto it = watches_.find(events[i].data.u64);
+    // epoll_event is packed on x86-64: copy the id out rather than bind a reference to it
+    // (a misaligned reference is undefined behaviour; UBSan reports it).
+    std::uint64_t id = events[i].data.u64;
+    auto it = watches_.find(id);
     if (it == watches_.end()) continue;  // removed by an earlier handler in this batch
     Handler h = it->second.handler;     // a copy: the handler may remove itself
     std::uint32_t ev = events[i].events;

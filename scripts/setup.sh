@@ -11,6 +11,8 @@ pkgs=(
   libgit2-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev libcurl4-openssl-dev
   # tests
   doctest-dev python3
+  # the sanitizer build of the suite and the fuzz targets: clang with its ASan/UBSan/libFuzzer runtimes
+  clang libclang-rt-14-dev
   # the RPM trigger end to end: rpmbuild and rpm
   rpm
   # git push over ssh to localhost in the e2e tests
