@@ -46,7 +46,7 @@ bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& o
     for (const auto& o : orphans) {
       if (it != sockets_.end()) break;
       std::string why;
-      int fd = take_listen_socket(o, i, a.canonical(), &why);
+      int fd = take_listen_socket(o, a.canonical(), &why);
       if (fd < 0) {
         spdlog::warn("{}: cannot take {} from the previous agent's worker: {}", app.name, a.canonical(), why);
         continue;
@@ -57,6 +57,14 @@ bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& o
     }
     if (it == sockets_.end()) {
       int fd = bind_listen(a, err);
+      if (fd < 0 && !orphans.empty()) {
+        // Their socket could not be taken (ptrace rules, say, for an agent that is not root)
+        // and they still hold the address: stop them, then bind. Connections are refused
+        // for that moment; the log says why.
+        spdlog::warn("{}: {}: stopping the previous agent's workers to bind it", app.name, *err);
+        stop_orphans(orphans, app.drain_signal);
+        fd = bind_listen(a, err);
+      }
       if (fd < 0) return *err = "app " + app.name + ": " + *err, false;
       it = sockets_.emplace(a.canonical(), fd).first;
       spdlog::info("listening on {} for {}", a.canonical(), app.name);
@@ -116,7 +124,8 @@ bool Daemon::start(std::string* err) {
   if (!releases::make_dirs(cfg_.agent.state_dir, err)) return false;
   // One daemon per state directory: a second one would fight over releases and workers.
   std::string lock = cfg_.agent.state_dir + "/.agent.lock";
-  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  lock_fd_ = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);  // read-only: flock needs no more, and a
+  // state directory remounted read-only later must not be held busy by it
   if (lock_fd_ < 0) return *err = releases::errno_message("open", lock), false;
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;

@@ -22,21 +22,22 @@
 
 namespace agent::dynlib {
 
-// dlopen()s `soname` once and runs `resolve(handle, err)` to fill the pointers; the outcome,
-// and its error ("cannot load libgit2.so.1.5: ..."), is kept for every later caller.
+// dlopen()s `soname` and runs `resolve(handle, err)` to fill the pointers, once it works: a
+// failure ("cannot load libcurl.so.4: ...") is returned to this caller and tried again by the
+// next (the library may be installed meanwhile); a success is kept for every later caller.
 template <typename Resolve>
-bool open_once(std::once_flag& once, bool& ok, std::string& error, const char* soname, Resolve resolve) {
-  std::call_once(once, [&] {
-    void* handle = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
-    if (!handle) {
-      const char* e = dlerror();
-      error = std::string("cannot load ") + soname + ": " + (e ? e : "unknown error");
-      return;
-    }
-    std::string err;
-    ok = resolve(handle, err);
-    if (!ok) error = "cannot use " + std::string(soname) + ": " + err;
-  });
+bool open_once(std::mutex& mu, bool& ok, const char* soname, Resolve resolve, std::string* error) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (ok) return true;
+  void* handle = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char* e = dlerror();  // names the file already
+    *error = std::string("cannot load ") + (e ? e : soname);
+    return false;
+  }
+  std::string err;
+  ok = resolve(handle, err);  // the handle stays open either way: the pointers may be half set
+  if (!ok) *error = "cannot use " + std::string(soname) + ": " + err;
   return ok;
 }
 

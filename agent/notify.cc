@@ -134,18 +134,15 @@ struct Curl {
 };
 
 bool init_curl(std::string* err) {
-  static std::once_flag once;
+  static std::mutex mu;
   static bool ok = false;
-  static std::string error;
-  if (!dynlib::open_once(once, ok, error, AGENT_LIBCURL_SONAME, [](void* handle, std::string& err) {
+  return dynlib::open_once(mu, ok, AGENT_LIBCURL_SONAME, [](void* handle, std::string& err) {
         const char* soname = AGENT_LIBCURL_SONAME;
         AGENT_CURL_FUNCTIONS(AGENT_DL_RESOLVE)
         if (CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT); rc != CURLE_OK)
           return err = std::string("curl_global_init: ") + curl_easy_strerror(rc), false;
         return true;
-      }))
-    return *err = error, false;
-  return true;
+      }, err);
 }
 
 }  // namespace

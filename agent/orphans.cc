@@ -1,11 +1,16 @@
 #include "agent/orphans.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstring>
+#include <memory>
 #include <sstream>
 
 #include "agent/systemd.h"
@@ -39,10 +44,33 @@ unsigned long long process_start_time(pid_t pid) {
   return 0;
 }
 
-bool write_workers_record(const std::string& path, const std::vector<pid_t>& pids, std::string* err) {
-  std::string text;
-  for (pid_t p : pids)
-    if (unsigned long long start = process_start_time(p)) text += std::to_string(p) + " " + std::to_string(start) + "\n";
+namespace {
+// Start times count from boot, and the state directory outlives a reboot: the record is only
+// good for the boot it was written in.
+std::string boot_id() {
+  std::string id, err;
+  releases::read_file("/proc/sys/kernel/random/boot_id", &id, &err);
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  return id.empty() ? "unknown" : id;
+}
+
+pid_t parent_of(pid_t pid) {
+  std::string stat, err;
+  if (!releases::read_file("/proc/" + std::to_string(pid) + "/stat", &stat, &err)) return 0;
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(stat.substr(close + 1));
+  std::string state;
+  long long ppid = 0;
+  in >> state >> ppid;
+  return static_cast<pid_t>(ppid);
+}
+}  // namespace
+
+bool write_workers_record(const std::string& path, const std::vector<RecordedProcess>& procs, std::string* err) {
+  std::string text = "boot " + boot_id() + "\n";
+  for (const auto& p : procs)
+    if (p.pid > 0 && p.start) text += std::to_string(p.pid) + " " + std::to_string(p.start) + "\n";
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return *err = releases::errno_message("open", tmp), false;
@@ -59,10 +87,13 @@ std::vector<Orphan> find_orphans(const std::string& path) {
   std::string text, err;
   if (!releases::read_file(path, &text, &err)) return out;
   std::istringstream in(text);
+  std::string word, boot;
+  if (!(in >> word >> boot) || word != "boot" || boot != boot_id()) return out;
   long long pid = 0;
   unsigned long long start = 0;
   while (in >> pid >> start) {
     if (pid <= 1 || pid == ::getpid() || start == 0 || process_start_time(static_cast<pid_t>(pid)) != start) continue;
+    if (parent_of(static_cast<pid_t>(pid)) == ::getpid()) continue;  // ours already
     int fd = open_pidfd(static_cast<pid_t>(pid));
     // Checked again through the pidfd: the pid cannot be reused while we hold it.
     if (fd < 0) continue;
@@ -70,23 +101,54 @@ std::vector<Orphan> find_orphans(const std::string& path) {
       ::close(fd);
       continue;
     }
-    out.push_back({static_cast<pid_t>(pid), fd});
+    out.push_back({static_cast<pid_t>(pid), start, fd});
   }
   return out;
 }
 
-int take_listen_socket(const Orphan& o, size_t index, const std::string& canonical, std::string* err) {
-  int fd = dup_from(o.pidfd, 3 + static_cast<int>(index));
-  if (fd < 0) return *err = "pidfd_getfd(pid " + std::to_string(o.pid) + "): " + std::strerror(errno), -1;
-  std::string got = canonical_address_of(fd);
-  if (got != canonical) {
+int take_listen_socket(const Orphan& o, const std::string& canonical, std::string* err) {
+  // Handed over at fd 3.., but the app may have moved it: look at every socket it holds.
+  std::string dir = "/proc/" + std::to_string(o.pid) + "/fd";
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) return *err = releases::errno_message("open", dir), -1;
+  std::string why = "no socket listening on " + canonical;
+  while (const dirent* e = ::readdir(d.get())) {
+    char* end = nullptr;
+    long n = std::strtol(e->d_name, &end, 10);
+    if (*end || n < 0) continue;
+    char target[64] = {};
+    std::string link = dir + "/" + e->d_name;
+    if (::readlink(link.c_str(), target, sizeof target - 1) <= 0 || std::strncmp(target, "socket:", 7) != 0) continue;
+    int fd = dup_from(o.pidfd, static_cast<int>(n));
+    if (fd < 0) {
+      why = "pidfd_getfd(pid " + std::to_string(o.pid) + "): " + std::strerror(errno);
+      if (errno == EPERM || errno == ESRCH) break;
+      continue;
+    }
+    if (canonical_address_of(fd) == canonical) return fd;  // pidfd_getfd sets FD_CLOEXEC
     ::close(fd);
-    *err = "fd " + std::to_string(3 + index) + " of pid " + std::to_string(o.pid) + " is " +
-           (got.empty() ? "not a listening stream socket" : "listening on " + got);
-    return -1;
   }
-  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
+  *err = why;
+  return -1;
+}
+
+void stop_orphans(const std::vector<Orphan>& orphans, int sig) {
+  auto wait_all = [&](int ms) {
+    std::vector<pollfd> fds;
+    for (const auto& o : orphans) fds.push_back({o.pidfd, POLLIN, 0});
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (true) {
+      bool all = true;
+      for (auto& p : fds) all = all && (p.revents & POLLIN);
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+      if (all || left <= 0) return all;
+      ::poll(fds.data(), fds.size(), static_cast<int>(left));
+    }
+  };
+  for (const auto& o : orphans) pidfd_signal(o.pidfd, sig);
+  if (wait_all(10'000)) return;
+  for (const auto& o : orphans) pidfd_signal(o.pidfd, SIGKILL);
+  wait_all(2'000);
 }
 
 }  // namespace agent

@@ -145,7 +145,11 @@ void AppSupervisor::adopt(std::vector<Orphan> orphans) {
   std::string pids;
   for (auto& o : orphans) {
     pids += (pids.empty() ? "" : ", ") + std::to_string(o.pid);
-    orphans_[o.pid].orphan = o;
+    Adopted& a = orphans_[o.pid];
+    a.orphan = o;
+    // Not our child: its pidfd turns readable when it exits (there is no status to collect).
+    // Watched from now on, so one that dies before it is drained is forgotten too.
+    a.watch = loop_.add(o.pidfd, EPOLLIN, [this, pid = o.pid](std::uint32_t) { forget_orphan(pid); });
   }
   if (!orphans_.empty())
     spdlog::warn("{}: {} worker(s) of a previous agent still running (pid {}): they serve until this agent's own "
@@ -154,23 +158,33 @@ void AppSupervisor::adopt(std::vector<Orphan> orphans) {
   record_workers();
 }
 
+void AppSupervisor::forget_orphan(pid_t pid) {
+  auto it = orphans_.find(pid);
+  if (it == orphans_.end()) return;
+  loop_.remove(it->second.watch);
+  loop_.cancel(it->second.kill_timer);
+  ::close(it->second.orphan.pidfd);
+  orphans_.erase(it);
+  spdlog::info("{}: worker of the previous agent (pid {}) exited", app_.name, pid);
+  record_workers();
+  maybe_empty();
+}
+
+void AppSupervisor::maybe_drain_orphans() {
+  if (orphans_.empty() || running_ || slots_.empty()) return;
+  for (const auto& slot : slots_) {
+    const Worker* w = slot.serving ? find(slot.serving) : nullptr;
+    if (!w || w->state != WorkerState::Ready) return;  // not yet as many of ours serving as configured
+  }
+  drain_orphans();
+}
+
 void AppSupervisor::drain_orphans() {
   for (auto& [pid, o] : orphans_) {
     if (o.draining) continue;
     o.draining = true;
     pidfd_signal(o.orphan.pidfd, app_.drain_signal);
     say("draining worker of the previous agent (pid " + std::to_string(pid) + ") with " + signal_name(app_.drain_signal));
-    // Not our child: its pidfd turns readable when it exits; there is no status to collect.
-    o.watch = loop_.add(o.orphan.pidfd, EPOLLIN, [this, pid = pid](std::uint32_t) {
-      auto it = orphans_.find(pid);
-      if (it == orphans_.end()) return;
-      loop_.remove(it->second.watch);
-      loop_.cancel(it->second.kill_timer);
-      ::close(it->second.orphan.pidfd);
-      orphans_.erase(it);
-      spdlog::info("{}: worker of the previous agent (pid {}) exited", app_.name, pid);
-      record_workers();
-    });
     if (app_.kill_timeout)
       o.kill_timer = loop_.after(*app_.kill_timeout, [this, pid = pid] {
         auto it = orphans_.find(pid);
@@ -183,11 +197,14 @@ void AppSupervisor::drain_orphans() {
 }
 
 void AppSupervisor::record_workers() {
-  std::vector<pid_t> pids;
-  for (const auto& [pid, w] : workers_) pids.push_back(pid);
-  for (const auto& [pid, o] : orphans_) pids.push_back(pid);
+  // A supervisor on its way out (shutdown, or its app removed by SIGHUP) leaves the record as
+  // it was: its draining workers are still alive, and an app added again writes its own.
+  if (shutting_down_) return;
+  std::vector<RecordedProcess> procs;
+  for (const auto& [pid, w] : workers_) procs.push_back({pid, w->start_time});
+  for (const auto& [pid, o] : orphans_) procs.push_back({pid, o.orphan.start});
   std::string err;
-  if (write_workers_record(store_.app_dir() + "/workers", pids, &err)) {
+  if (write_workers_record(store_.app_dir() + "/workers", procs, &err)) {
     record_error_.clear();
   } else if (err != record_error_) {  // once per distinct failure, not once per worker
     spdlog::error("{}: cannot record the workers ({}): a restart after a crash of the agent will not find them", app_.name, err);
@@ -339,7 +356,8 @@ void AppSupervisor::finish_op(bool ok, const std::string& message) {
   running_.reset();
   if (ok) spdlog::info("{}: {} done: {}", app_.name, op_name(op.kind), message);
   else spdlog::warn("{}: {} failed: {}", app_.name, op_name(op.kind), message);
-  // This agent's workers serve now: the previous agent's may go. After a failure they keep serving.
+  // This agent's workers serve now: the previous agent's may go. After a failure they keep
+  // serving, until as many of ours as configured are ready (maybe_drain_orphans).
   if (ok && !orphans_.empty()) drain_orphans();
   if (op.done) op.done(ok, message);
   if (next_app_) {
@@ -703,12 +721,13 @@ void AppSupervisor::shutdown(std::function<void()> when_empty) {
   for (const auto& [pid, w] : workers_)
     if (w->state != WorkerState::Draining) pids.push_back(pid);
   for (pid_t p : pids) drain(p, "agent shutting down");
-  drain_orphans();  // not waited for: they drain on their own
+  drain_orphans();  // waited for like our own, up to kill_timeout
   maybe_empty();
 }
 
 void AppSupervisor::maybe_empty() {
-  if (shutting_down_ && workers_.empty() && threads_.empty() && when_empty_) loop_.post(std::exchange(when_empty_, nullptr));
+  if (shutting_down_ && workers_.empty() && orphans_.empty() && threads_.empty() && when_empty_)
+    loop_.post(std::exchange(when_empty_, nullptr));
 }
 
 void AppSupervisor::off_loop(std::function<void()> work, std::function<void()> then) {

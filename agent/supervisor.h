@@ -109,6 +109,7 @@ class AppSupervisor {
     WorkerState state = WorkerState::Starting;
     Clock::time_point started, ready_at, drain_started;
     int pidfd = -1, errpipe = -1, ready_fd = -1;
+    unsigned long long start_time = 0;  // of the process (orphans.h), for the workers record
     bool ready_eof = false;
     EventLoop::Id pid_watch = 0, ready_watch = 0, ready_timer = 0, delay_timer = 0, drain_timer = 0, kill_timer = 0;
   };
@@ -168,8 +169,11 @@ class AppSupervisor {
   void check_memory();
   /// Rewrites <app_dir>/workers with every live worker, orphans included.
   void record_workers();
-  /// Sends the orphans drain_signal (SIGKILL after kill_timeout) and forgets each as it exits.
+  /// Sends the orphans drain_signal (SIGKILL after kill_timeout); each is forgotten as it exits.
   void drain_orphans();
+  /// drain_orphans() once every slot has a ready worker of ours and no operation runs.
+  void maybe_drain_orphans();
+  void forget_orphan(pid_t pid);
   /// Watches source/watch (when the app has a source) and deploys what lands there.
   void start_watch(const std::string& baseline);
   /// <app_dir>/source-seen: the content of source/watch last acted on, kept across restarts.

@@ -111,6 +111,7 @@ pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool inc
   w->release_dir = ctx.release_dir;
   w->path = path;
   w->started = Clock::now();
+  w->start_time = process_start_time(sp.pid);
   w->pidfd = sp.pidfd;
   w->errpipe = sp.errpipe;
   w->ready_fd = ready[0];
@@ -219,7 +220,10 @@ void AppSupervisor::mark_ready(pid_t pid) {
   if (w->ready_fd >= 0) ::close(w->ready_fd), w->ready_fd = -1;
   if (w->errpipe >= 0) ::close(w->errpipe), w->errpipe = -1;  // it exec'd: nothing more to learn there
   say("worker " + std::to_string(w->slot) + " (pid " + std::to_string(pid) + ") ready in " + ms_text(w->ready_at - w->started));
-  loop_.post([this] { advance(); });
+  loop_.post([this] {
+    advance();
+    maybe_drain_orphans();  // crash restarts may bring ours up without an operation
+  });
 }
 
 void AppSupervisor::on_ready_timeout(pid_t pid) {

@@ -31,18 +31,15 @@ AGENT_GIT_FUNCTIONS(AGENT_DL_DECLARE)
 // libgit2 keeps global state; it is set up once, and owner validation is turned off: the
 // agent (often root) reads repositories owned by the account that pushes, which is the point.
 bool init_libgit2(std::string* err) {
-  static std::once_flag once;
+  static std::mutex mu;
   static bool ok = false;
-  static std::string error;
-  if (!agent::dynlib::open_once(once, ok, error, AGENT_LIBGIT2_SONAME, [](void* handle, std::string& err) {
+  return agent::dynlib::open_once(mu, ok, AGENT_LIBGIT2_SONAME, [](void* handle, std::string& err) {
         const char* soname = AGENT_LIBGIT2_SONAME;
         AGENT_GIT_FUNCTIONS(AGENT_DL_RESOLVE)
         git_libgit2_init();
         git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
         return true;
-      }))
-    return *err = error, false;
-  return true;
+      }, err);
 }
 
 std::string git_message(const std::string& what) {

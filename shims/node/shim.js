@@ -35,6 +35,11 @@ function install() {
   // within milliseconds, and that request is better answered (with Connection: close) than
   // raced by our FIN. Idle past this, it is closed.
   const idleGraceMs = Number(env.AGENT_SHIM_IDLE_GRACE_MS || 250);
+  // stdout and stderr are pipes to the agent. If the agent dies (kill -9), a write fails with
+  // EPIPE, and Node turns that into an uncaught error that kills the worker, though the next
+  // agent would have taken it over and drained it gently (agent/orphans.h). Lost output it is.
+  for (const stream of [process.stdout, process.stderr])
+    stream.on('error', (e) => { if (e.code !== 'EPIPE') throw e; });
   const servers = new Set();  // servers listening on an inherited fd
   let readySent = false;
   let draining = false;

@@ -151,6 +151,7 @@ class Agent:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            self.final_output = self.output()  # after it exited: LeakSanitizer reports at exit
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def sighup(self):
@@ -282,6 +283,9 @@ class Load:
         return s
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 class AgentTest(unittest.TestCase):
     """Base class: self.agents are cleaned up whatever happens."""
 
@@ -295,10 +299,18 @@ class AgentTest(unittest.TestCase):
             load.proc.kill()
             load.proc.wait()
             shutil.rmtree(load.dir, ignore_errors=True)
+        reports = []
         for a in self.agents:
             if self._outcome_failed():
                 print(f"--- agent output ({a.dir}) ---\n{a.output()[-6000:]}")
-            a.cleanup()
+            try:
+                a.cleanup()
+            finally:
+                # Under the sanitizer build (build-san/), a report ends up in the daemon's output.
+                out = getattr(a, "final_output", "")
+                reports += [out[out.find(m):][:4000] for m in SANITIZER_MARKS if m in out]
+        if reports:
+            raise AssertionError("sanitizer report from the agent:\n" + "\n".join(reports))
 
     def _outcome_failed(self):
         result = getattr(self._outcome, "result", None)

@@ -2,6 +2,7 @@
 import grp
 import json
 import os
+import pwd
 import socket
 import stat
 import subprocess
@@ -124,6 +125,27 @@ class Control(AgentTest):
         finally:
             subprocess.run(["userdel", member], check=False)
             subprocess.run(["groupdel", group], check=False)
+
+    @unittest.skipUnless(os.geteuid() == 0, "creating a user needs root")
+    def test_every_mutating_verb_is_refused_to_an_outsider_who_reaches_the_socket(self):
+        outsider = f"agtout{os.getpid()}"
+        subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", outsider], check=True)
+        try:
+            os.chmod(self.a.dir, 0o755)
+            os.chmod(self.a.socket, 0o666)  # a misconfigured socket: the uid check must still hold
+            uid = pwd.getpwnam(outsider).pw_uid
+            pids = lambda: sorted(w["pid"] for w in self.a.serving("web"))
+            before = (self.a.current("web"), len(self.a.journal("web")), pids())
+            for verb in (["deploy", "web"], ["deploy", "web", "--rev", "HEAD"], ["reload", "web"], ["start", "web"],
+                         ["stop", "web"], ["restart", "web"], ["rollback", "1", "web"], ["rollback", "--to", "x", "web"]):
+                r = self.a.cli(*verb, user=outsider)
+                self.assertEqual(r.returncode, 1, f"{verb}: {r.stdout}{r.stderr}")
+                self.assertIn(f"uid {uid} may not {verb[0]}", r.stderr)
+            self.assertEqual((self.a.current("web"), len(self.a.journal("web")), pids()), before)
+            r = self.a.cli("status", "web", user=outsider)  # reading is allowed (see README)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            subprocess.run(["userdel", outsider], check=False)
 
 
 if __name__ == "__main__":

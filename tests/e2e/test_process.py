@@ -1,8 +1,11 @@
 """How workers are started: inherited sockets (IPv4, IPv6, unix), nothing else leaked, their own
 session, the release as cwd, and the configured account when the agent is root."""
+import grp
 import http.client
 import os
+import pwd
 import socket
+import subprocess
 import unittest
 
 from harness import AgentTest, free_port, http_get
@@ -61,6 +64,29 @@ class Process(AgentTest):
         self.assertEqual(ident["uid"], "65534")
         self.assertEqual(ident["user"], "nobody")
         self.assertEqual(ident["home"], "/nonexistent")
+
+    @unittest.skipUnless(os.geteuid() == 0, "creating a group and a user needs root")
+    def test_workers_get_the_accounts_groups_and_home_not_roots(self):
+        group, user = f"agtgrp{os.getpid()}", f"agtwrk{os.getpid()}"
+        home = f"/tmp/{user}-home"
+        subprocess.run(["groupadd", group], check=True)
+        subprocess.run(["useradd", "-M", "-d", home, "-G", group, "-s", "/usr/sbin/nologin", user], check=True)
+        try:
+            port = free_port()
+            a = self.start_py([f"127.0.0.1:{port}"], user=user)
+            ident = dict(kv.split("=", 1) for kv in http_get(port, "/id").split())
+            pw = pwd.getpwnam(user)
+            self.assertEqual(ident["uid"], str(pw.pw_uid))
+            self.assertEqual(ident["gid"], str(pw.pw_gid))
+            groups = set(ident["groups"].split(","))
+            self.assertIn(str(grp.getgrnam(group).gr_gid), groups, "the supplementary group of the account")
+            self.assertNotIn("0", groups, "none of root's groups")
+            self.assertEqual(ident["home"], home)
+            self.assertEqual(ident["user"], user)
+            a.stop()  # its workers run as the account: stopped before it is deleted
+        finally:
+            subprocess.run(["userdel", user], check=False)
+            subprocess.run(["groupdel", group], check=False)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/fds":
             return self.reply(" ".join(map(str, OPEN_AT_START)))
         if self.path == "/id":
-            return self.reply(f"uid={os.getuid()} gid={os.getgid()} home={os.environ.get('HOME')} "
+            groups = ",".join(str(g) for g in sorted(os.getgroups()))
+            return self.reply(f"uid={os.getuid()} gid={os.getgid()} groups={groups} home={os.environ.get('HOME')} "
                               f"user={os.environ.get('USER')} cwd={os.getcwd()} sid={os.getsid(0)} pid={os.getpid()}")
         self.reply(f"release={os.environ.get('APP_RELEASE')} worker={os.environ.get('APP_WORKER')} pid={os.getpid()}")
 
