@@ -12,6 +12,9 @@ apid=""
 # start (about 45 ms here). PM2 hands its environment to its workers, the agent's allow-list
 # does not: unset for every peer so the start times compare the managers, not this setting.
 unset NODE_EXTRA_CA_CERTS
+# PM2 reloads 2 processes at a time when there are more than 2 (PM2_CONCURRENT_ACTIONS); the
+# agent's default max_surge is 1. One at a time for both, so a rollout compares like with like.
+export PM2_CONCURRENT_ACTIONS=1
 
 bench_init() {
   "$here/setup.sh" >/dev/null
@@ -39,7 +42,12 @@ free_port() {
 wait_http() {
   local deadline=$((SECONDS + ${2:-30}))
   until curl -fs -o /dev/null "$1"; do
-    ((SECONDS < deadline)) || { echo "bench: no answer on $1" >&2; return 1; }
+    ((SECONDS < deadline)) || {
+      echo "bench: no answer on $1" >&2
+      # Under PM2: what it thinks of its processes, and what they said.
+      [ ! -d "$PM2_HOME" ] || { "$pm2" ls >&2 2>&1; tail -n 20 "$PM2_HOME"/logs/*error*.log >&2 2>/dev/null; }
+      return 1
+    }
     sleep 0.05
   done
 }
@@ -85,7 +93,7 @@ sys.exit(0 if ok else 1)'; do
 }
 
 stop_agent() {
-  [ -z "$apid" ] || { kill -TERM "$apid"; wait "$apid" || true; }
+  [ -z "$apid" ] || { kill -TERM "$apid" 2>/dev/null || true; wait "$apid" || true; }
   apid=""
 }
 
@@ -97,11 +105,40 @@ rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-# median: of the numbers on stdin, one per line.
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }'; }
+# median: of the numbers on stdin, one per line (the mean of the two middle ones for an even count).
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else if (NR) print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# ratio A B: A/B with two decimals.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+# ratio A B [DECIMALS=2]: A/B.
+ratio() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (b == 0) print "-"; else printf "%.*f\n", d, a / b }'; }
+
+# row CMD...: runs CMD (a function of the script, in this shell, so the daemon it starts stays
+# known to the cleanup), appends its one-line output to $work/results and prints it. A failed
+# CMD ends the bench: a missing row would silently change the medians.
+row() {
+  "$@" >"$work/row" || { echo "bench: $* failed" >&2; exit 1; }
+  cat "$work/row" >>"$work/results"
+  cat "$work/row"
+}
+
+# wait_workers URL N: until N different workers (the "pid=" hello-node answers with) have
+# answered, over new connections: PM2 says "online" when it has forked a worker, not when the
+# worker listens, so this is how a PM2 run knows its workers serve.
+wait_workers() {
+  local deadline=$((SECONDS + 60)) seen=""
+  while (($(wc -w <<<"$seen") < $2)); do
+    ((SECONDS < deadline)) || { echo "bench: only $(wc -w <<<"$seen") of $2 workers answered on $1" >&2; return 1; }
+    local pid; pid=$(curl -fs -H 'Connection: close' "$1" | grep -o 'pid=[0-9]*') || { sleep 0.05; continue; }
+    grep -qw "$pid" <<<"$seen" || seen="$seen $pid"
+  done
+}
+
+# The PM2 command line's own round trip (a Node start plus a call to its daemon): part of every
+# PM2 timing below, printed so a reader can take it out.
+pm2_ping_ms() {
+  local t0; t0=$(now_ms)
+  "$pm2" ping >/dev/null
+  echo $(($(now_ms) - t0))
+}
 
 versions() {
   echo "$(nproc) cores ($(uname -m)), Node $(node --version), PM2 $("$pm2" --version 2>/dev/null | tail -1), agent $("$agent" --version | awk '{print $2}')"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Scale: how the rollout time and the daemon's memory grow
 #   with workers: one app of 1, 4, 16, 64 instances;
-#   with apps:    1, 4, 16 apps of 4 instances each, all reloaded at once;
-# under the agent (`agent reload` of each app, all at once, one batch per worker) and under PM2
-# (`pm2 reload all`: PM2 refuses a second `pm2 reload` while one runs). The app is examples/hello-node/app. Memory is the daemon's RSS after
+#   with apps:    1, 4, 16 apps of 4 instances each;
+# under the agent (`agent reload` of each app, all apps at once, one worker at a time each) and
+# under PM2 (`pm2 reload all`, one worker at a time (PM2_CONCURRENT_ACTIONS=1): PM2 refuses a
+# second `pm2 reload` while one runs, so its apps roll one after the other). The app is examples/hello-node/app. Memory is the daemon's RSS after
 # the rollout (the workers are not counted). Medians of ROUNDS. Draws bench/scale.png.
 #   bench/scale.sh [ROUNDS=3]
 source "$(dirname "$0")/lib.sh"
@@ -27,11 +28,12 @@ point() {
     (cd "$work/app" && PORT=${ports[$((i - 1))]} "$pm2" start server.js -i "$n" --name "app$i" >/dev/null)
   done
   pm2_wait_online $((apps * n))
-  for p in "${ports[@]}"; do wait_http "http://127.0.0.1:$p/"; done
+  for p in "${ports[@]}"; do wait_workers "http://127.0.0.1:$p/" "$n"; done
   t0=$(now_ms)
-  "$pm2" reload all >/dev/null  # PM2 refuses a second reload while one runs ("Reload already in progress")
+  "$pm2" reload all >/dev/null || return 1  # PM2 refuses a second reload while one runs ("Reload already in progress")
   t1=$(now_ms)
   echo "pm2 $apps $n $((t1 - t0)) $(rss_kb "$(pm2_pid)")"
+  pm2_ping_ms >>"$work/ping"
   "$pm2" kill >/dev/null 2>&1
 
   rm -rf "$work/agent" && mkdir -p "$work/agent"
@@ -41,7 +43,7 @@ point() {
   t0=$(now_ms)
   pids=()  # not a bare `wait`: the daemon is a child of this shell too
   for i in $(seq "$apps"); do "$agent" reload "app$i" -c "$work/agent/agent.toml" >/dev/null & pids+=($!); done
-  wait "${pids[@]}"
+  for p in "${pids[@]}"; do wait "$p" || return 1; done
   t1=$(now_ms)
   echo "agent $apps $n $((t1 - t0)) $(rss_kb "$apid")"
   stop_agent
@@ -49,8 +51,8 @@ point() {
 
 : >"$work/results"
 for _ in $(seq "$rounds"); do
-  for n in 1 4 16 64; do point 1 "$n" | tee -a "$work/results"; done
-  for a in 4 16; do point "$a" 4 | tee -a "$work/results"; done
+  for n in 1 4 16 64; do row point 1 "$n"; done
+  for a in 4 16; do row point "$a" 4; done
 done
 
 # Medians per (peer, apps, instances): "peer apps instances rollout_ms rss_kb".
@@ -98,8 +100,11 @@ PY
 table=$(cat <<TXT
 ### Scale: rollout time and daemon memory with workers and with apps ($(date -u +%F))
 
-Command: \`bench/scale.sh $rounds\` on $(versions). Medians of $rounds rounds. Rollout: every app
-reloaded at once (PM2: \`pm2 reload all\`), one worker per batch; RSS: the daemon after the rollout, workers not counted.
+Command: \`bench/scale.sh $rounds\` on $(versions). Medians of $rounds rounds. Rollout, one worker
+at a time per app: the agent reloads every app at once (each app has its own queue); PM2 runs
+\`pm2 reload all\` (it refuses a second reload while one runs), so its apps go one after the
+other. Times include each CLI's start (\`pm2 ping\` takes $(median <"$work/ping") ms). RSS: the
+daemon after the rollout, workers not counted.
 
 | apps | workers per app | workers | PM2 rollout s | agent rollout s | PM2 daemon RSS MiB | agent RSS MiB | agent/PM2 RSS |
 |---|---|---|---|---|---|---|---|
@@ -112,7 +117,7 @@ $(row 16 4)
 
 ![rollout time and daemon memory against workers and apps](scale.png)
 
-Every round (peer, apps, workers per app, rollout ms, RSS kB):
+Every round (peer, apps, workers per app, rollout ms, RSS KiB):
 
 $(sed 's/^/    /' "$work/results")
 TXT
