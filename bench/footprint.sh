@@ -34,9 +34,8 @@ measure() {
 
 run_pm2() {
   local pa pb; pa=$(free_port); pb=$(free_port)
-  (cd "$work/a" && PORT=$pa "$pm2" start server.js -i $instances --name a >/dev/null)
-  (cd "$work/b" && PORT=$pb "$pm2" start server.js -i $instances --name b >/dev/null)
-  wait_workers "http://127.0.0.1:$pa/" $instances && wait_workers "http://127.0.0.1:$pb/" $instances
+  pm2_start_app "$work/a" "$pa" $instances a || return 1
+  pm2_start_app "$work/b" "$pb" $instances b || return 1
   local m; m=$(measure "$(pm2_pid)" "$pm2" reload all) || return 1
   pm2_ping_ms >>"$work/ping"
   "$pm2" kill >/dev/null 2>&1

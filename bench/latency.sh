@@ -23,8 +23,7 @@ agent_pids() { "$agent" status -c "$1" --json | /usr/bin/python3 -c 'import json
 run_pm2_watch() {
   local port; port=$(free_port)
   fresh_app "$work/pm2app"
-  (cd "$work/pm2app" && PORT=$port "$pm2" start server.js -i $instances --name bench --watch >/dev/null)
-  wait_workers "http://127.0.0.1:$port/" $instances
+  pm2_start_app "$work/pm2app" "$port" $instances bench --watch || return 1
   sleep 1  # PM2 arms its watcher after the start returns; nothing to wait on from outside
   local r; r=$(/usr/bin/python3 "$here/poll_version.py" "http://127.0.0.1:$port/" "hello from 1.0.0 " "$(new_version "$work/pm2app")" "$(pm2_pids)") || return 1
   "$pm2" kill >/dev/null 2>&1
@@ -75,8 +74,7 @@ agent_reload() {
 pm2_reload() {
   local port; port=$(free_port)
   fresh_app "$work/pm2app"
-  (cd "$work/pm2app" && PORT=$port "$pm2" start server.js -i $instances --name bench >/dev/null)
-  wait_workers "http://127.0.0.1:$port/" $instances
+  pm2_start_app "$work/pm2app" "$port" $instances bench || return 1
   local t0 t1
   t0=$(now_ms); "$pm2" reload bench >/dev/null || return 1; t1=$(now_ms)
   local ping; ping=$(pm2_ping_ms)

@@ -29,11 +29,13 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
-# A port nobody listens on, from a range the tests do not use.
+# A port nobody listens on, below the kernel's ephemeral range (32768 and up here): the load
+# clients' own outgoing connections, thousands of them in TIME_WAIT, use that range, and a port
+# one of them holds cannot be bound for listening.
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
+    p=$((12000 + RANDOM % 18000))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
@@ -79,14 +81,21 @@ start_agent() {
 
 # agent_wait_idle CONFIG [SECONDS]: until no app has an operation running or queued and every
 # worker is ready.
+# running PID: the process exists and is not a zombie (a daemon that died stays one until waited for).
+running() { local st; st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
+
 agent_wait_idle() {
   local deadline=$((SECONDS + ${2:-60}))
-  until "$agent" status -c "$1" --json 2>/dev/null | /usr/bin/python3 2>/dev/null -c '
+  while :; do
+    if [ -n "$apid" ] && ! running "$apid"; then
+      echo "bench: the agent exited:" >&2; tail -5 "$(dirname "$1")/agent.out" >&2; return 1
+    fi
+    "$agent" status -c "$1" --json 2>/dev/null | /usr/bin/python3 2>/dev/null -c '
 import json, sys
 apps = json.load(sys.stdin)["apps"]
 ok = all(a["operation"] == "" and a["queued"] == "" and len(a["workers"]) == a["instances"]
          and all(w["state"] == "ready" for w in a["workers"]) for a in apps)
-sys.exit(0 if ok else 1)'; do
+sys.exit(0 if ok else 1)' && return 0
     ((SECONDS < deadline)) || { echo "bench: agent not idle after ${2:-60}s" >&2; tail -20 "$(dirname "$1")/agent.out" >&2; return 1; }
     sleep 0.05
   done
@@ -130,6 +139,24 @@ wait_workers() {
     local pid; pid=$(curl -fs -H 'Connection: close' "$1" | grep -o 'pid=[0-9]*') || { sleep 0.05; continue; }
     grep -qw "$pid" <<<"$seen" || seen="$seen $pid"
   done
+}
+
+# pm2_start_app DIR PORT INSTANCES NAME [pm2 start options]: starts DIR/server.js under PM2
+# cluster mode on PORT and waits until every worker answers. Now and then a PM2 start here
+# leaves workers that never answer; what PM2 said is kept in /tmp/pm2-start-failure.*.log,
+# the app deleted and started once more.
+pm2_start_app() {
+  local dir=$1 port=$2 n=$3 name=$4; shift 4
+  local try
+  for try in 1 2; do
+    (cd "$dir" && PORT=$port "$pm2" start server.js -i "$n" --name "$name" "$@" >/dev/null) &&
+      wait_workers "http://127.0.0.1:$port/" "$n" && return 0
+    local keep; keep=$(mktemp /tmp/pm2-start-failure.XXXXXX.log)
+    { "$pm2" ls; "$pm2" logs "$name" --nostream --lines 40; } >"$keep" 2>&1 || true
+    echo "bench: PM2 start of $name (try $try) did not serve on $port; PM2's view in $keep" >&2
+    "$pm2" delete "$name" >/dev/null 2>&1 || true
+  done
+  return 1
 }
 
 # The PM2 command line's own round trip (a Node start plus a call to its daemon): part of every

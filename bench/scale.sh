@@ -12,23 +12,13 @@ rounds=${1:-3}
 bench_init
 cp -r "$hello" "$work/app"
 
-pm2_wait_online() {
-  local deadline=$((SECONDS + 300))
-  until [ "$("$pm2" jlist 2>/dev/null | /usr/bin/python3 -c 'import json,sys; print(sum(p["pm2_env"]["status"] == "online" for p in json.load(sys.stdin)))' 2>/dev/null)" = "$1" ]; do
-    ((SECONDS < deadline)) || { echo "bench: PM2 never had $1 workers online" >&2; return 1; }
-    sleep 0.2
-  done
-}
-
 # point APPS INSTANCES: prints "pm2 <apps> <instances> <rollout ms> <rss kB>" and the same for the agent.
 point() {
   local apps=$1 n=$2 i ports=() lines=() t0 t1
   for i in $(seq "$apps"); do ports+=("$(free_port)"); done
   for i in $(seq "$apps"); do
-    (cd "$work/app" && PORT=${ports[$((i - 1))]} "$pm2" start server.js -i "$n" --name "app$i" >/dev/null)
+    pm2_start_app "$work/app" "${ports[$((i - 1))]}" "$n" "app$i" || return 1
   done
-  pm2_wait_online $((apps * n))
-  for p in "${ports[@]}"; do wait_workers "http://127.0.0.1:$p/" "$n"; done
   t0=$(now_ms)
   "$pm2" reload all >/dev/null || return 1  # PM2 refuses a second reload while one runs ("Reload already in progress")
   t1=$(now_ms)

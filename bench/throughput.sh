@@ -34,8 +34,7 @@ both_loads() {
 run_pm2() {  # NAME [pm2 start options]
   local name=$1; shift
   local port; port=$(free_port); url="http://127.0.0.1:$port/"
-  (cd "$work/app" && PORT=$port "$pm2" start server.js -i $instances --name bench "$@" >/dev/null)
-  wait_workers "$url" $instances
+  pm2_start_app "$work/app" "$port" $instances bench "$@" || return 1
   local r; r=$(both_loads) || return 1
   "$pm2" kill >/dev/null 2>&1
   echo "$name $r"
