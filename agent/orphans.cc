@@ -28,20 +28,24 @@ int open_pidfd(pid_t pid) {
   return fd;
 }
 int dup_from(int pidfd, int target) { return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, target, 0)); }
+
+// The fields of /proc/<pid>/stat after "pid (comm)", so fields()[0] is field 3 (state). comm
+// may hold spaces and parentheses: the fields resume after the last ')'. Empty when gone.
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::vector<std::string> out;
+  std::string stat, err;
+  if (pid <= 0 || !releases::read_file("/proc/" + std::to_string(pid) + "/stat", &stat, &err)) return out;
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return out;
+  std::istringstream in(stat.substr(close + 1));
+  for (std::string f; in >> f;) out.push_back(f);
+  return out;
+}
 }  // namespace
 
 unsigned long long process_start_time(pid_t pid) {
-  std::string stat, err;
-  if (pid <= 0 || !releases::read_file("/proc/" + std::to_string(pid) + "/stat", &stat, &err)) return 0;
-  // "pid (comm) state ppid ...": comm may hold spaces and parentheses; the fields resume after
-  // the last ')'. starttime is field 22, the 20th after it.
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream in(stat.substr(close + 1));
-  std::string field;
-  for (int i = 3; i <= 22 && (in >> field); ++i)
-    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
-  return 0;
+  auto f = stat_fields(pid);  // starttime is field 22
+  return f.size() > 19 ? std::strtoull(f[19].c_str(), nullptr, 10) : 0;
 }
 
 namespace {
@@ -55,15 +59,8 @@ std::string boot_id() {
 }
 
 pid_t parent_of(pid_t pid) {
-  std::string stat, err;
-  if (!releases::read_file("/proc/" + std::to_string(pid) + "/stat", &stat, &err)) return 0;
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream in(stat.substr(close + 1));
-  std::string state;
-  long long ppid = 0;
-  in >> state >> ppid;
-  return static_cast<pid_t>(ppid);
+  auto f = stat_fields(pid);  // ppid is field 4
+  return f.size() > 1 ? static_cast<pid_t>(std::strtol(f[1].c_str(), nullptr, 10)) : 0;
 }
 }  // namespace
 
