@@ -124,8 +124,9 @@ bool Daemon::start(std::string* err) {
   if (!releases::make_dirs(cfg_.agent.state_dir, err)) return false;
   // One daemon per state directory: a second one would fight over releases and workers.
   std::string lock = cfg_.agent.state_dir + "/.agent.lock";
-  lock_fd_ = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);  // read-only: flock needs no more, and a
-  // state directory remounted read-only later must not be held busy by it
+  // Opened read-only: flock needs no more, and a file open for writing would keep a state
+  // directory that is remounted read-only later busy (the remount fails).
+  lock_fd_ = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
   if (lock_fd_ < 0) return *err = releases::errno_message("open", lock), false;
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
