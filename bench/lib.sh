@@ -114,6 +114,18 @@ rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
+# wrk_summary FILE: "requests req_per_s p99_ms failed" of one wrk --latency output; failed =
+# socket errors of every kind (connect, read, write, timeout) plus non-2xx answers.
+wrk_summary() {
+  awk '
+    /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 }
+    /Non-2xx/ { e += $NF }
+    /^ +99%/ { p = $2; if (p ~ /us$/) { sub(/us/, "", p); p /= 1000 } else if (p ~ /ms$/) { sub(/ms/, "", p) } else if (p ~ /s$/) { sub(/s/, "", p); p *= 1000 } }
+    /requests in/ { n = $1 }
+    /^Requests\/sec/ { r = $2 }
+    END { printf "%d %.0f %.1f %d\n", n, r, p, e }' "$1"
+}
+
 # median: of the numbers on stdin, one per line (the mean of the two middle ones for an even count).
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else if (NR) print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 

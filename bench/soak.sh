@@ -65,12 +65,8 @@ agent_wait_idle "$cfg" 60
 sleep 1  # let the control connection of that last status close
 rss_end=$(rss_kb "$apid") fds_end=$(fds)
 ls -l "/proc/$apid/fd" >"$work/fds.end"
-figures() {
-  awk '/Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 } /Non-2xx/ { e += $NF } /requests in/ { r = $1 }
-       END { printf "%d %d\n", r, e }' "$1"
-}
-read -r keep_req keep_err < <(figures "$work/keep.out")
-read -r fresh_req fresh_err < <(figures "$work/fresh.out")
+read -r keep_req _ _ keep_err < <(wrk_summary "$work/keep.out")
+read -r fresh_req _ _ fresh_err < <(wrk_summary "$work/fresh.out")
 n_samples=$(wc -l <"$work/samples")
 base=$(awk -v k=$(((n_samples + 2) / 3)) 'NR == k { print $2 }' "$work/samples")
 last=$(awk 'END { print $2 }' "$work/samples")

@@ -19,12 +19,7 @@ cp -r "$hello" "$work/app"
 load() {
   wrk -t1 "$@" -d2s "$url" >/dev/null 2>&1   # warm-up
   wrk -t1 "$@" -d"${duration}s" --latency "$url" >"$work/wrk.out" 2>&1 || { cat "$work/wrk.out" >&2; return 1; }
-  awk '
-    /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 }
-    /Non-2xx/ { e += $NF }
-    /^ +99%/ { p = $2; if (p ~ /us$/) { sub(/us/, "", p); p /= 1000 } else if (p ~ /ms$/) { sub(/ms/, "", p) } else if (p ~ /s$/) { sub(/s/, "", p); p *= 1000 } }
-    /^Requests\/sec/ { r = $2 }
-    END { printf "%.0f %.1f %d\n", r, p, e }' "$work/wrk.out"
+  wrk_summary "$work/wrk.out" | awk '{ print $2, $3, $4 }'
 }
 both_loads() {
   local k f
