@@ -1,6 +1,7 @@
 #include "agent/alerts.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +28,15 @@ void Alerts::configure(const AlertSettings& settings) {
   notifier_ = std::make_unique<Notifier>(settings, host);
 }
 
+// alerts.jsonl -> .1 -> ... -> .kKeepFiles, the oldest dropped: bounded, and each file whole
+// lines (renamed, never truncated under a reader).
+void Alerts::rotate() {
+  for (int i = kKeepFiles; i >= 1; --i) {
+    std::string from = i == 1 ? path_ : path_ + "." + std::to_string(i - 1);
+    ::rename(from.c_str(), (path_ + "." + std::to_string(i)).c_str());
+  }
+}
+
 void Alerts::raise(const Alert& a) {
   spdlog::warn("ALERT {} [{}]: {}{}", a.app, a.kind, a.summary, a.detail.empty() ? "" : " — " + a.detail);
   auto now = std::chrono::system_clock::now();
@@ -38,7 +48,10 @@ void Alerts::raise(const Alert& a) {
   int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0 || ::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
     spdlog::error("cannot record alert in {}: {}", path_, std::strerror(errno));
+  struct stat st {};
+  bool full = fd >= 0 && ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= kMaxBytes;
   if (fd >= 0) ::close(fd);
+  if (full) rotate();
   if (notifier_) notifier_->submit(a, now);
 }
 

@@ -4,6 +4,7 @@
 // scripts and tests read; delivery by email and webhook plugs in behind raise().
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -33,8 +34,12 @@ class Alerts {
   /// delivery happens elsewhere.
   void raise(const Alert& a);
   const std::string& path() const { return path_; }
+  /// alerts.jsonl is rotated past this size; kKeepFiles older files are kept.
+  static constexpr std::uint64_t kMaxBytes = 1 << 20;
+  static constexpr int kKeepFiles = 3;
 
  private:
+  void rotate();
   std::string path_;
   std::unique_ptr<Notifier> notifier_;
 };

@@ -203,7 +203,7 @@ int cmd_env(const Args& a) {
     else note += "; version unknown: " + err;
   }
   for (char** e = environ; *e; ++e) ctx.agent_environ.emplace_back(*e);
-  ctx.notify_socket = "@deploy-agent/<the agent's pid>/" + app->name;
+  ctx.notify_socket = app->app_dir(cfg.agent) + "/notify.sock";
   ctx.node_shim = find_node_shim(nullptr);
   if (!lookup_account(*app, &ctx.account, &err)) {
     std::fprintf(stderr, "agent: app %s: %s\n", app->name.c_str(), err.c_str());
@@ -323,6 +323,11 @@ std::string human_uptime(long s) {
 }
 
 int cmd_run(const Args& a) {
+  // First, before any thread exists (the alert sender, libgit2's, a build's): every thread
+  // inherits this mask, so SIGTERM/SIGINT/SIGHUP reach the daemon only through its signalfd.
+  // A thread started earlier would take them with their default action and end the daemon
+  // with its workers orphaned (dinit does the same at the top of main).
+  block_daemon_signals();
   Daemon d(a.config);
   return d.run();
 }

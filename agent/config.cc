@@ -307,6 +307,9 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
     std::vector<std::string> texts;
     if (r.string_array("listen", &texts)) {
       const toml::array& arr = *n->as_array();
+      if (texts.size() > kMaxListen)
+        r.error(*n, "listen", "at most " + std::to_string(kMaxListen) + " addresses per app (this has " +
+                                  std::to_string(texts.size()) + ")");
       for (size_t i = 0; i < texts.size(); ++i) {
         std::string err;
         if (auto a = parse_listen(texts[i], &err)) {

@@ -15,6 +15,9 @@
 
 namespace agent {
 
+/// A worker gets its listen sockets at fds 3.. : at most this many per app.
+constexpr size_t kMaxListen = 64;
+
 struct ConfigError {
   std::string file;
   int line = 0;

@@ -1,6 +1,7 @@
 #include "agent/control.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -39,23 +40,45 @@ void Session::close() {
   if (fd_ < 0) return;
   if (watch_) loop_.remove(watch_);
   watch_ = 0;
+  loop_.cancel(std::exchange(deadline_, 0));
+  loop_.cancel(std::exchange(outcome_deadline_, 0));
   ::close(fd_);
   fd_ = -1;
+  if (on_close_) std::exchange(on_close_, nullptr)();
 }
 
-void Session::send(const nlohmann::json& j) {
+void Session::send(const nlohmann::json& j, bool droppable) {
   if (fd_ < 0) return;
+  if (droppable && out_.size() >= kMaxPending) {
+    ++dropped_;  // the client reads slower than the work goes: keep the memory bounded
+    return;
+  }
+  if (dropped_) {
+    nlohmann::json note = {{"progress", "(" + std::to_string(dropped_) +
+                                            " progress lines dropped: the client read too slowly; the agent's log has them)"}};
+    out_ += note.dump() + "\n";
+    dropped_ = 0;
+  }
   out_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   flush();
 }
 
-void Session::progress(const std::string& line) { send({{"progress", line}}); }
+void Session::progress(const std::string& line) { send({{"progress", line}}, true); }
 
 void Session::finish(bool ok, const std::string& message, const nlohmann::json& data) {
+  if (finishing_) return;  // one outcome per request
   nlohmann::json j = {{"ok", ok}, {"message", message}};
   if (!data.is_null()) j["data"] = data;
   finishing_ = true;
-  send(j);
+  send(j, false);
+  // A client that stopped reading altogether must not hold its fd and buffer forever.
+  if (fd_ >= 0)
+    outcome_deadline_ = loop_.after(kOutcomeDeadline, [this] {
+      outcome_deadline_ = 0;
+      spdlog::warn("control: client pid {} did not read its answer within {}s; closed", pid_,
+                   std::chrono::duration_cast<std::chrono::seconds>(kOutcomeDeadline).count());
+      close();
+    });
 }
 
 void Session::flush() {
@@ -68,12 +91,10 @@ void Session::flush() {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
       if (!writable_watch_) {
-        // Wait for room: a slow reader must not stall the loop.
+        // Wait for room: a slow reader must not stall the loop. The server owns this session
+        // until close(), which removes the watch: `this` outlives it.
         loop_.remove(watch_);
-        std::weak_ptr<Session> weak = self_;
-        watch_ = loop_.add(fd_, EPOLLOUT, [weak](std::uint32_t) {
-          if (auto s = weak.lock()) s->flush();
-        });
+        watch_ = loop_.add(fd_, EPOLLOUT, [this](std::uint32_t) { flush(); });
         writable_watch_ = true;
       }
       return;
@@ -91,6 +112,10 @@ void Session::flush() {
 
 ControlServer::~ControlServer() {
   if (watch_) loop_.remove(watch_);
+  for (auto& [raw, s] : sessions_) {
+    s->on_close_ = nullptr;
+    s->close();
+  }
   if (fd_ >= 0) {
     ::close(fd_);
     ::unlink(path_.c_str());
@@ -148,62 +173,55 @@ void ControlServer::accept_all() {
       continue;
     }
     auto s = std::make_shared<Session>(loop_, c, cred.uid, cred.pid);
-    s->self_ = s;
     Session* raw = s.get();
     sessions_[raw] = s;
+    // Forgotten after the dispatch that closed it, not under it: close() may run inside one
+    // of the session's own handlers.
+    s->on_close_ = [this, raw, alive = std::weak_ptr<bool>(alive_)] {
+      loop_.post([this, raw, alive] {
+        if (!alive.expired()) sessions_.erase(raw);
+      });
+    };
     // A client that connects and says nothing must not hold an fd forever.
-    s->deadline_ = loop_.after(kRequestDeadline, [this, raw] {
-      auto it = sessions_.find(raw);
-      if (it == sessions_.end()) return;
-      std::shared_ptr<Session> idle = it->second;
-      sessions_.erase(it);
-      idle->deadline_ = 0;
-      idle->finish(false, "no complete request within 10s");
+    s->deadline_ = loop_.after(kRequestDeadline, [raw] {
+      raw->deadline_ = 0;
+      raw->finish(false, "no complete request within 10s");
     });
-    s->watch_ = loop_.add(c, EPOLLIN | EPOLLRDHUP, [this, raw](std::uint32_t) {
-      auto it = sessions_.find(raw);
-      if (it == sessions_.end()) return;
-      std::shared_ptr<Session> s = it->second;
-      char buf[8192];
-      while (true) {
-        ssize_t n = ::recv(s->fd_, buf, sizeof buf, 0);
-        if (n > 0) {
-          s->in_.append(buf, static_cast<size_t>(n));
-          if (s->in_.size() > kMaxRequest && s->in_.find('\n') == std::string::npos) {
-            s->finish(false, "request too large (over 64 KiB)");
-            loop_.cancel(s->deadline_);
-            sessions_.erase(it);
-            return;
-          }
-          continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) break;
-        // EOF before a full line: answer what we have, if anything.
-        if (s->in_.empty()) {
-          s->close();
-          loop_.cancel(s->deadline_);
-          sessions_.erase(it);
-          return;
-        }
-        s->in_ += '\n';
-        break;
-      }
-      size_t nl = s->in_.find('\n');
-      if (nl == std::string::npos) return;  // wait for the rest of the line
-      std::string line = s->in_.substr(0, nl);
-      sessions_.erase(it);  // from now on the handler owns the session
-      loop_.cancel(s->deadline_);
-      s->deadline_ = 0;
-      // Stop reading: one request per connection.
-      loop_.remove(s->watch_);
-      s->watch_ = 0;
-      ControlRequest req;
-      std::string why;
-      if (!parse_control_request(line, &req, &why)) return s->finish(false, why);
-      handler_(s, req);
-    });
+    s->watch_ = loop_.add(c, EPOLLIN | EPOLLRDHUP, [this, raw](std::uint32_t) { read_request(raw); });
   }
+}
+
+void ControlServer::read_request(Session* s) {
+  char buf[8192];
+  while (true) {
+    ssize_t n = ::recv(s->fd_, buf, sizeof buf, 0);
+    if (n > 0) {
+      s->in_.append(buf, static_cast<size_t>(n));
+      if (s->in_.size() > kMaxRequest && s->in_.find('\n') == std::string::npos) {
+        loop_.remove(std::exchange(s->watch_, 0));
+        return s->finish(false, "request too large (over 64 KiB)");
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    // EOF before a full line: answer what we have, if anything.
+    if (s->in_.empty()) return s->close();
+    s->in_ += '\n';
+    break;
+  }
+  size_t nl = s->in_.find('\n');
+  if (nl == std::string::npos) return;  // wait for the rest of the line
+  std::string line = s->in_.substr(0, nl);
+  s->in_.clear();
+  loop_.cancel(std::exchange(s->deadline_, 0));
+  // Stop reading: one request per connection.
+  loop_.remove(std::exchange(s->watch_, 0));
+  std::shared_ptr<Session> held = sessions_.at(s);
+  ControlRequest req;
+  std::string why;
+  if (!parse_control_request(line, &req, &why)) return held->finish(false, why);
+  handler_(held, req);
 }
 
 bool parse_control_request(std::string_view line, ControlRequest* out, std::string* err) {

@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -32,8 +33,13 @@ struct ControlRequest {
 /// holds a NUL, or "steps" is not 1..1000. Unknown fields are ignored.
 bool parse_control_request(std::string_view line, ControlRequest* out, std::string* err);
 
-/// One client connection. Kept alive by whoever will still answer it; sending to a client that
-/// went away is a no-op (the work it asked for goes on).
+/// One client connection, owned by the ControlServer from accept until it closes: after the
+/// outcome was written, when the client went away, or when a client that stopped reading has
+/// not taken its outcome within kOutcomeDeadline. Whoever answers holds a shared_ptr too;
+/// sending to a closed session is a no-op (the work it asked for goes on).
+///
+/// What waits to be written is bounded (kMaxPending): past it, progress lines are dropped and
+/// counted ("(N progress lines dropped ...)" is sent once there is room), the outcome never is.
 class Session {
  public:
   Session(EventLoop& loop, int fd, uid_t uid, pid_t pid);
@@ -45,9 +51,12 @@ class Session {
   /// The last line; the connection closes once it is written.
   void finish(bool ok, const std::string& message, const nlohmann::json& data = nullptr);
 
+  static constexpr size_t kMaxPending = 256 * 1024;
+  static constexpr std::chrono::milliseconds kOutcomeDeadline{120'000};
+
  private:
   friend class ControlServer;
-  void send(const nlohmann::json& j);
+  void send(const nlohmann::json& j, bool droppable);
   void flush();
   void close();
   EventLoop& loop_;
@@ -56,10 +65,11 @@ class Session {
   pid_t pid_;
   EventLoop::Id watch_ = 0;
   EventLoop::Id deadline_ = 0;  // until the request line is complete
+  EventLoop::Id outcome_deadline_ = 0;  // from finish() until the outcome is written
   std::string in_, out_;
+  size_t dropped_ = 0;  // progress lines not sent because the client read too slowly
   bool finishing_ = false, writable_watch_ = false;
-  std::function<void(std::shared_ptr<Session>, nlohmann::json)> on_request_;
-  std::weak_ptr<Session> self_;
+  std::function<void()> on_close_;  // set by the server: forget this session
 };
 
 class ControlServer {
@@ -74,12 +84,15 @@ class ControlServer {
 
  private:
   void accept_all();
+  void read_request(Session* s);
   EventLoop& loop_;
   Handler handler_;
   int fd_ = -1;
   EventLoop::Id watch_ = 0;
   std::string path_;
-  std::map<Session*, std::shared_ptr<Session>> sessions_;  // until their request is read
+  /// Every open session, from accept until it closes. Whoever answers a request holds it too.
+  std::map<Session*, std::shared_ptr<Session>> sessions_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // expires with the server
 };
 
 /// The client side: sends `request` to the daemon at `path`, calls `on_line` for each line of

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <set>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -21,10 +22,27 @@
 #include "agent/systemd.h"
 #include "hooks/git_hook.h"
 #include "releases/fs.h"
+#include "releases/version.h"
 
 extern char** environ;
 
 namespace agent {
+namespace {
+
+sigset_t daemon_signals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  return mask;
+}
+
+}  // namespace
+
+void block_daemon_signals() {
+  sigset_t mask = daemon_signals();
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
 
 Daemon::Daemon(std::string config_path) : config_path_(std::move(config_path)) {}
 
@@ -36,8 +54,8 @@ Daemon::~Daemon() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, std::vector<int>* fds,
-                              std::string* err) {
+bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, bool at_start,
+                              std::vector<int>* fds, std::vector<std::string>* bound, std::string* err) {
   for (size_t i = 0; i < app.listen.size(); ++i) {
     const auto& a = app.listen[i];
     auto it = sockets_.find(a.canonical());
@@ -52,21 +70,24 @@ bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& o
         continue;
       }
       it = sockets_.emplace(a.canonical(), fd).first;
+      bound->push_back(a.canonical());
       spdlog::info("listening on {} for {}: the socket taken over from pid {} of the previous agent", a.canonical(),
                    app.name, o.pid);
     }
     if (it == sockets_.end()) {
       int fd = bind_listen(a, err);
-      if (fd < 0 && !orphans.empty()) {
+      if (fd < 0 && !orphans.empty() && at_start) {
         // Their socket could not be taken (ptrace rules, say, for an agent that is not root)
         // and they still hold the address: stop them, then bind. Connections are refused
-        // for that moment; the log says why.
+        // for that moment; the log says why. Only at start: stopping them waits (up to
+        // their kill_timeout), and a SIGHUP must not hold the loop that long.
         spdlog::warn("{}: {}: stopping the previous agent's workers to bind it", app.name, *err);
         stop_orphans(orphans, app.drain_signal);
         fd = bind_listen(a, err);
       }
       if (fd < 0) return *err = "app " + app.name + ": " + *err, false;
       it = sockets_.emplace(a.canonical(), fd).first;
+      bound->push_back(a.canonical());
       spdlog::info("listening on {} for {}", a.canonical(), app.name);
     }
     fds->push_back(it->second);
@@ -74,39 +95,63 @@ bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& o
   return true;
 }
 
-bool Daemon::add_app(const AppConfig& app, std::string* err) {
-  std::vector<Orphan> orphans = find_orphans(app.app_dir(cfg_.agent) + "/workers");
+std::unique_ptr<AppSupervisor> Daemon::prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start,
+                                                   std::string* err) {
+  std::vector<Orphan> orphans = find_orphans(app.app_dir(agent) + "/workers");
   std::vector<int> fds;
-  if (!bind_app_sockets(app, orphans, &fds, err)) {
+  std::vector<std::string> bound;
+  auto undo = [&] {
+    // What this addition bound is closed again: a socket nobody accepts on would leave its
+    // clients hanging instead of refused.
+    for (const auto& addr : bound)
+      if (!activated_.count(addr)) {
+        ::close(sockets_[addr]);
+        sockets_.erase(addr);
+      }
     for (auto& o : orphans) ::close(o.pidfd);
-    return false;
+  };
+  if (!bind_app_sockets(app, orphans, at_start, &fds, &bound, err)) {
+    undo();
+    return nullptr;
   }
-  auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, cfg_.agent, app, fds, environ_);
+  auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, agent, app, fds, environ_);
   if (!sup->init(err)) {
-    for (auto& o : orphans) ::close(o.pidfd);
-    return *err = "app " + app.name + ": " + *err, false;
+    sup.reset();
+    undo();
+    *err = "app " + app.name + ": " + *err;
+    return nullptr;
   }
   sup->adopt(std::move(orphans));
-  AppSupervisor* raw = sup.get();
-  apps_[app.name] = std::move(sup);
-  setup_git(app);
-  loop_.post([raw] { raw->boot(); });
-  return true;
+  return sup;
 }
 
-// An app with `git`: its bare repository and the hook that hands pushes to us. A problem here
-// is logged and leaves the app running: pushes just do not deploy until it is fixed.
-void Daemon::setup_git(const AppConfig& app) {
-  if (app.git.empty()) return;
-  std::string self = self_executable();
-  hooks::GitHookPlan plan{app.git, app.branch, app.name, self.empty() ? "agent" : self, cfg_.agent.control_socket};
-  std::vector<std::string> notes;
-  std::string err;
-  if (!hooks::ensure_git_hook(plan, &notes, &err)) spdlog::error("{}: git trigger: {}; pushes will not deploy", app.name, err);
-  for (const auto& note : notes) spdlog::info("{}: {}", app.name, note);
+void Daemon::add_app(std::unique_ptr<AppSupervisor> sup) {
+  AppSupervisor* raw = sup.get();
+  raw->set_socket_hook([this, raw](bool want, std::vector<int>* fds, std::string* err) {
+    if (want) {
+      std::vector<std::string> bound;
+      return bind_app_sockets(raw->config(), {}, false, fds, &bound, err);
+    }
+    for (const auto& l : raw->config().listen) {
+      auto it = sockets_.find(l.canonical());
+      if (it == sockets_.end() || activated_.count(l.canonical())) continue;  // systemd holds it anyway
+      spdlog::info("{}: stopped: {} closed until it starts again", raw->name(), l.canonical());
+      ::close(it->second);
+      sockets_.erase(it);
+    }
+    return true;
+  });
+  apps_[raw->name()] = std::move(sup);
+  loop_.post([raw] { raw->boot(); });
 }
 
 bool Daemon::start(std::string* err) {
+  // The mask itself was set by block_daemon_signals() before any thread existed; blocking
+  // again here only covers a Daemon run without it (a test), before its first thread below.
+  sigset_t mask = daemon_signals();
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  loop_.add(signal_fd_, EPOLLIN, [this](std::uint32_t) { on_signal(); });
   // What systemd (or a launcher like it) handed us is taken first, and its variables removed,
   // so that the environment workers inherit from carries none of it.
   watchdog_ = capture_notify_socket();
@@ -140,13 +185,6 @@ bool Daemon::start(std::string* err) {
     ::setrlimit(RLIMIT_NOFILE, &nofile);
   }
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-  signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  loop_.add(signal_fd_, EPOLLIN, [this](std::uint32_t) { on_signal(); });
 
   long gid = -1;
   if (!cfg_.agent.control_group.empty()) {
@@ -158,8 +196,11 @@ bool Daemon::start(std::string* err) {
     on_request(std::move(s), req);
   });
   if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
-  for (const auto& app : cfg_.apps)
-    if (!add_app(app, err)) return false;
+  for (const auto& app : cfg_.apps) {
+    auto sup = prepare_app(app, cfg_.agent, true, err);
+    if (!sup) return false;
+    add_app(std::move(sup));
+  }
   close_unused_sockets();  // an activated socket no app listens on
   spdlog::info("agent {} running: {} app(s), control socket {}", AGENT_VERSION, cfg_.apps.size(), cfg_.agent.control_socket);
   ready_timer_ = loop_.after(std::chrono::milliseconds(50), [this] { check_ready(); });
@@ -242,12 +283,16 @@ void Daemon::reload_config() {
     spdlog::error("SIGHUP: {} error(s) in {}; keeping the running config", errors.size(), config_path_);
     return;
   }
-  // What is bound or opened once at start cannot change under a running daemon.
+  // What is bound or opened once at start cannot change under a running daemon: the reload
+  // is refused whole, naming the key, and nothing of it is applied.
   const AgentSettings &a = cfg_.agent, &b = next.agent;
-  if (a.state_dir != b.state_dir || a.log_dir != b.log_dir || a.control_socket != b.control_socket || a.control_group != b.control_group) {
-    spdlog::error("SIGHUP: [agent] state_dir, log_dir, control_socket and control_group take effect only at start; keeping the running config");
-    return;
-  }
+  for (auto [key, changed] : {std::pair{"state_dir", a.state_dir != b.state_dir}, {"log_dir", a.log_dir != b.log_dir},
+                              {"control_socket", a.control_socket != b.control_socket},
+                              {"control_group", a.control_group != b.control_group}})
+    if (changed) {
+      spdlog::error("SIGHUP: [agent] {} takes effect only at start (restart the agent to change it); keeping the running config", key);
+      return;
+    }
   for (const auto& app : next.apps) {
     const AppConfig* old = cfg_.find_app(app.name);
     if (!old) continue;
@@ -260,6 +305,30 @@ void Daemon::reload_config() {
       spdlog::error("SIGHUP: app {}: listen addresses are bound once, at start; restart the agent to change them; keeping the running config", app.name);
       return;
     }
+  }
+  // New apps are made ready first (their sockets bound, their stores opened): if one cannot
+  // be, nothing of the reload is applied and what it bound is closed again.
+  std::vector<std::unique_ptr<AppSupervisor>> added;
+  for (const auto& app : next.apps) {
+    if (apps_.count(app.name)) continue;
+    std::string err;
+    auto sup = prepare_app(app, next.agent, false, &err);
+    if (!sup) {
+      spdlog::error("SIGHUP: {}; keeping the running config", err);
+      for (auto& p : added) {
+        // Close the sockets the earlier additions bound, as prepare_app would have.
+        std::vector<std::string> addrs;
+        for (const auto& l : p->config().listen) addrs.push_back(l.canonical());
+        p.reset();
+        for (const auto& addr : addrs)
+          if (!activated_.count(addr) && sockets_.count(addr)) {
+            ::close(sockets_[addr]);
+            sockets_.erase(addr);
+          }
+      }
+      return;
+    }
+    added.push_back(std::move(sup));
   }
   Config old = std::move(cfg_);
   cfg_ = std::move(next);
@@ -282,14 +351,12 @@ void Daemon::reload_config() {
   }
   for (const auto& app : cfg_.apps) {
     auto it = apps_.find(app.name);
-    if (it != apps_.end()) {
-      it->second->update_config(app);
-      setup_git(app);
-      continue;
-    }
-    std::string err;
-    if (!add_app(app, &err)) spdlog::error("SIGHUP: {}", err);
-    else spdlog::info("SIGHUP: app {} added", app.name);
+    if (it == apps_.end()) continue;
+    it->second->update_config(app, cfg_.agent);
+  }
+  for (auto& sup : added) {
+    spdlog::info("SIGHUP: app {} added", sup->name());
+    add_app(std::move(sup));
   }
   spdlog::info("SIGHUP: config reloaded from {}", config_path_);
 }
@@ -331,7 +398,17 @@ void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
     for (const auto& [name, app] : apps_)
       if (only.empty() || only == name) apps.push_back(app->status());
     if (!only.empty() && apps.empty()) return s->finish(false, "no app \"" + only + "\"");
-    return s->finish(true, "", {{"apps", apps}, {"pid", ::getpid()}, {"version", AGENT_VERSION}});
+    // The worst the loop was held by one dispatch since start: a watchdog, a readiness pipe or
+    // a client waited that long at most.
+    double stall_ms = static_cast<double>(loop_.max_stall().count()) / 1000.0;
+    nlohmann::json data = {{"apps", apps},
+                           {"pid", ::getpid()},
+                           {"version", AGENT_VERSION},
+                           {"loop_max_stall_ms", std::round(stall_ms * 1000) / 1000},
+                           {"loop_max_stall_in", loop_.max_stall_what()}};
+    if (loop_.max_stall().count() > 0)
+      data["loop_max_stall_at"] = releases::iso_time(std::chrono::system_clock::to_time_t(loop_.max_stall_at()));
+    return s->finish(true, "", data);
   }
   static const std::map<std::string, OpRequest::Kind> kOps = {
       {"deploy", OpRequest::Kind::Deploy}, {"reload", OpRequest::Kind::Reload},   {"rollback", OpRequest::Kind::Rollback},

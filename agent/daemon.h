@@ -23,6 +23,10 @@
 
 namespace agent {
 
+/// Blocks SIGTERM, SIGINT and SIGHUP (they are read from a signalfd) and ignores SIGPIPE. Call
+/// it first in `agent run`, before any thread is started.
+void block_daemon_signals();
+
 class Daemon {
  public:
   explicit Daemon(std::string config_path);
@@ -32,11 +36,17 @@ class Daemon {
 
  private:
   bool start(std::string* err);
-  bool bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, std::vector<int>* fds, std::string* err);
+  /// The app's listening sockets: ones already held, taken from a previous agent's workers, or
+  /// bound now. `bound` gets the addresses this call added.
+  bool bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, bool at_start, std::vector<int>* fds,
+                        std::vector<std::string>* bound, std::string* err);
   void check_ready();
   void watchdog_ping(std::chrono::milliseconds every);
-  void setup_git(const AppConfig& app);
-  bool add_app(const AppConfig& app, std::string* err);
+  /// Everything an app needs before it runs (sockets, store, log, notify socket); on failure
+  /// what it bound is closed again and nothing is left behind.
+  std::unique_ptr<AppSupervisor> prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, std::string* err);
+  /// Takes a prepared app into the running set and boots it.
+  void add_app(std::unique_ptr<AppSupervisor> sup);
   void on_signal();
   void reload_config();
   void begin_shutdown();

@@ -94,6 +94,19 @@ static void guarded(const char* what, F&& f) noexcept {
   }
 }
 
+template <typename F>
+void EventLoop::dispatch(const char* what, F&& f) {
+  auto began = Clock::now();
+  guarded(what, f);
+  drain_posted();
+  auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - began);
+  if (took > max_stall_) {
+    max_stall_ = took;
+    max_stall_what_ = what;
+    max_stall_at_ = std::chrono::system_clock::now();
+  }
+}
+
 void EventLoop::drain_posted() {
   while (!posted_.empty()) {
     Task t = std::move(posted_.front());
@@ -112,15 +125,14 @@ int EventLoop::run_due_timers() {
     if (it == timers_.end()) continue;
     Task t = std::move(it->second.second);
     timers_.erase(it);
-    guarded("timer", t);
+    dispatch("timer", t);
     ++ran;
-    drain_posted();
   }
   return ran;
 }
 
 int EventLoop::run_once(std::chrono::milliseconds timeout) {
-  drain_posted();
+  if (!posted_.empty()) dispatch("posted task", [] {});
   if (!timer_order_.empty()) {
     auto until = std::chrono::duration_cast<std::chrono::milliseconds>(timer_order_.begin()->first - Clock::now());
     // Round up so a timer never fires a millisecond early and spins.
@@ -138,9 +150,8 @@ int EventLoop::run_once(std::chrono::milliseconds timeout) {
     if (it == watches_.end()) continue;  // removed by an earlier handler in this batch
     Handler h = it->second.handler;     // a copy: the handler may remove itself
     std::uint32_t ev = events[i].events;
-    guarded("fd handler", [&] { h(ev); });
+    dispatch("fd handler", [&] { h(ev); });
     ++ran;
-    drain_posted();
   }
   ran += run_due_timers();
   return ran;

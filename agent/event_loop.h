@@ -54,6 +54,13 @@ class EventLoop {
   void stop() { stopping_ = true; }
   bool stopping() const { return stopping_; }
 
+  /// The longest a single dispatch (one handler or timer and the work it posted) held the
+  /// loop since it started: what a watchdog, a client or a readiness pipe waited at worst.
+  std::chrono::microseconds max_stall() const { return max_stall_; }
+  /// What that dispatch was ("fd handler", "timer", "posted task") and when it ended.
+  const char* max_stall_what() const { return max_stall_what_; }
+  std::chrono::system_clock::time_point max_stall_at() const { return max_stall_at_; }
+
  private:
   struct Watch {
     int fd;
@@ -61,6 +68,9 @@ class EventLoop {
   };
   void drain_posted();
   int run_due_timers();
+  /// Runs f and what it posted, timing the whole as one stall.
+  template <typename F>
+  void dispatch(const char* what, F&& f);
 
   int epfd_ = -1;
   int wakefd_ = -1;  // eventfd for post_from_thread
@@ -72,6 +82,9 @@ class EventLoop {
   std::mutex foreign_mu_;
   std::vector<Task> foreign_;
   bool stopping_ = false;
+  std::chrono::microseconds max_stall_{0};
+  const char* max_stall_what_ = "";
+  std::chrono::system_clock::time_point max_stall_at_{};
 };
 
 }  // namespace agent

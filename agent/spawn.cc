@@ -3,13 +3,17 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <linux/close_range.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "agent/config.h"
 #include "agent/units.h"
 
 namespace agent {
@@ -56,6 +60,15 @@ void format_listen_pid(char* buf, pid_t pid) {
   *p = '\0';
 }
 
+// Sets close-on-exec on every fd from `first` up. close_range(2) does it in one call (Linux
+// 5.11); older kernels get the loop, bounded by the fd limit. No allocation: we are in a child.
+void mark_cloexec_from(int first) {
+  if (::syscall(SYS_close_range, static_cast<unsigned>(first), ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  rlimit lim{};
+  long top = ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY ? static_cast<long>(lim.rlim_cur) : 65536;
+  for (long fd = first; fd < std::min(top, 1L << 20); ++fd) ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+}
+
 }  // namespace
 
 bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
@@ -68,6 +81,8 @@ bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
   envp.push_back(nullptr);
   std::vector<gid_t> groups = req.drop_to ? req.drop_to->groups : std::vector<gid_t>{};
   int nlisten = static_cast<int>(req.listen_fds.size());
+  if (req.listen_fds.size() > kMaxListen)  // the config refuses more; never cut them silently
+    return *err = "more than " + std::to_string(kMaxListen) + " listen sockets", false;
   int highest = 3 + nlisten + 1;
 
   int errpipe[2];
@@ -92,14 +107,14 @@ bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
     errpipe[1] = ep;
     if (::setsid() < 0) child_fail(errpipe[1], kSetsid);
     // Move every fd we pass above the target range first, so dup2 cannot clobber a source.
-    int moved[64];
-    for (int i = 0; i < nlisten && i < 64; ++i)
+    int moved[kMaxListen];
+    for (int i = 0; i < nlisten; ++i)
       if ((moved[i] = ::fcntl(req.listen_fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, highest)) < 0) child_fail(errpipe[1], kDupListen);
     int ready = -1;
     if (req.ready_fd >= 0 && (ready = ::fcntl(req.ready_fd, F_DUPFD_CLOEXEC, highest)) < 0) child_fail(errpipe[1], kDupReady);
     int outfd = req.stdout_fd >= 0 ? ::fcntl(req.stdout_fd, F_DUPFD_CLOEXEC, highest) : -1;
     int errfd = req.stderr_fd >= 0 ? ::fcntl(req.stderr_fd, F_DUPFD_CLOEXEC, highest) : -1;
-    for (int i = 0; i < nlisten && i < 64; ++i)
+    for (int i = 0; i < nlisten; ++i)
       if (::dup2(moved[i], 3 + i) < 0) child_fail(errpipe[1], kDupListen);  // dup2 clears CLOEXEC
     if (ready >= 0 && ::dup2(ready, 3 + nlisten) < 0) child_fail(errpipe[1], kDupReady);
     int devnull_low = ::open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -107,6 +122,11 @@ bool spawn_process(const SpawnRequest& req, Spawned* out, std::string* err) {
     if (devnull < 0) child_fail(errpipe[1], kDevNull);
     if (::dup2(devnull, 0) < 0 || ::dup2(outfd >= 0 ? outfd : devnull, 1) < 0 || ::dup2(errfd >= 0 ? errfd : devnull, 2) < 0)
       child_fail(errpipe[1], kDupOutput);
+    // Nothing else crosses exec: fds some library opened without close-on-exec (libcurl's
+    // sockets on Debian 12, std::ifstream's files), taken by a thread while we forked, would
+    // stay open in the worker for its whole life. Marked close-on-exec rather than closed, so
+    // the error pipe still reports a failed step below.
+    mark_cloexec_from(3 + nlisten + (ready >= 0 ? 1 : 0));
     if (req.drop_to) {
       if (::setgroups(groups.size(), groups.data()) != 0) child_fail(errpipe[1], kSetgroups);
       if (::setgid(req.drop_to->gid) != 0) child_fail(errpipe[1], kSetgid);

@@ -17,6 +17,7 @@
 
 #include "agent/build.h"
 #include "agent/spawn.h"
+#include "hooks/git_hook.h"
 #include "agent/supervisor_util.h"
 #include "releases/git.h"
 #include "releases/version.h"
@@ -77,7 +78,6 @@ AppSupervisor::~AppSupervisor() {
   }
   loop_.cancel(memory_timer_);
   loop_.remove(notify_watch_);
-  if (notify_fd_ >= 0) ::close(notify_fd_);
 }
 
 bool AppSupervisor::init(std::string* err) {
@@ -88,26 +88,19 @@ bool AppSupervisor::init(std::string* err) {
   if (!releases::make_dirs(log_dir, err)) return false;
   log_ = std::make_unique<LogFile>(log_dir + "/app.log", agent_.log_max_size, agent_.log_max_files);
 
-  // sd_notify readiness: one datagram socket per app in the abstract namespace (no file to
-  // clean up, no path length trouble). The sender's pid comes from SCM_CREDENTIALS, set by the
-  // kernel, so a worker cannot report ready for another.
-  static int instance = 0;  // an app removed and added again by SIGHUP must not collide with its predecessor
-  notify_name_ = "@deploy-agent/" + std::to_string(::getpid()) + "/" + app_.name + "/" + std::to_string(++instance);
-  notify_fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path + 1, notify_name_.c_str() + 1, notify_name_.size() - 1);
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + notify_name_.size());
-  int one = 1;
-  if (notify_fd_ < 0 || ::bind(notify_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-      ::setsockopt(notify_fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
-    return *err = "notify socket for " + app_.name + ": " + std::strerror(errno), false;
-  notify_watch_ = loop_.add(notify_fd_, EPOLLIN, [this](std::uint32_t) { on_notify(); });
+  refresh_account();
+  // sd_notify readiness: a socket only the agent and this app's workers can reach
+  // (agent/notify_socket.h).
+  uid_t uid = account_ ? account_->uid : ::geteuid();
+  gid_t gid = account_ ? account_->gid : ::getegid();
+  if (!notify_.open(store_.app_dir() + "/notify.sock", uid, gid, err)) return false;
+  notify_watch_ = loop_.add(notify_.fd(), EPOLLIN, [this](std::uint32_t) { on_notify(); });
   if (app_.max_memory > 0) memory_timer_ = loop_.after(kMemoryCheck, [this] { check_memory(); });
   return true;
 }
 
 void AppSupervisor::boot() {
+  install_git_hook();
   // What runs now (or is about to) sets the watch's baseline: only a different content deploys.
   std::string baseline, err;
   std::optional<OpRequest> op;
@@ -125,20 +118,53 @@ void AppSupervisor::boot() {
     op->source = "rpm";
     releases::read_file(app_.source + "/" + app_.watch, &baseline, &err);
     remember_seen(baseline);
-  } else if (releases::GitCommit head; !app_.git.empty() && releases::git_resolve(app_.git, "refs/heads/" + app_.branch, &head, &err)) {
+  } else if (!app_.git.empty()) {
     // Pushed while the agent was down (or before it first ran): the branch is what to run.
-    op.emplace();
-    op->kind = OpRequest::Kind::Deploy;
-    op->source = "git";
-    op->revision = head.oid;
+    // libgit2 is loaded and the repository read on the store thread, not on the loop.
+    auto head = std::make_shared<std::optional<releases::GitCommit>>();
+    store_job([repo = app_.git, branch = app_.branch, head](releases::ReleaseStore&) {
+      releases::GitCommit c;
+      std::string e;
+      if (releases::git_resolve(repo, "refs/heads/" + branch, &c, &e)) *head = c;
+    }, [this, head] {
+      booted_ = true;
+      if (shutting_down_) return;
+      if (!*head) return log_nothing_deployed();
+      OpRequest op;
+      op.kind = OpRequest::Kind::Deploy;
+      op.source = "git";
+      op.revision = (*head)->oid;
+      submit(std::move(op));
+    });
+    if (!app_.source.empty()) start_watch(app_, baseline);
+    return;
   } else {
-    spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`{}{}", app_.name, app_.name,
-                 app_.source.empty() ? "" : " or for " + app_.source + "/" + app_.watch,
-                 app_.git.empty() ? "" : " or for a push to " + app_.git + " (branch " + app_.branch + ")");
+    log_nothing_deployed();
   }
-  if (!app_.source.empty()) start_watch(baseline);
+  if (!app_.source.empty()) start_watch(app_, baseline);
   if (op) submit(std::move(*op));
   booted_ = true;
+}
+
+void AppSupervisor::log_nothing_deployed() {
+  spdlog::info("{}: nothing deployed yet; waiting for `agent deploy {} --from DIR`{}{}", app_.name, app_.name,
+               app_.source.empty() ? "" : " or for " + app_.source + "/" + app_.watch,
+               app_.git.empty() ? "" : " or for a push to " + app_.git + " (branch " + app_.branch + ")");
+}
+
+// An app with `git`: its bare repository and the hook that hands pushes to us, made or checked
+// on the store thread (libgit2). A problem is logged and leaves the app running: pushes just
+// do not deploy until it is fixed.
+void AppSupervisor::install_git_hook() {
+  if (app_.git.empty()) return;
+  std::string self = self_executable();
+  hooks::GitHookPlan plan{app_.git, app_.branch, app_.name, self.empty() ? "agent" : self, agent_.control_socket};
+  store_job([plan, name = app_.name](releases::ReleaseStore&) {
+    std::vector<std::string> notes;
+    std::string err;
+    if (!hooks::ensure_git_hook(plan, &notes, &err)) spdlog::error("{}: git trigger: {}; pushes will not deploy", name, err);
+    for (const auto& note : notes) spdlog::info("{}: {}", name, note);
+  }, [] {});
 }
 
 void AppSupervisor::adopt(std::vector<Orphan> orphans) {
@@ -212,19 +238,23 @@ void AppSupervisor::record_workers() {
   }
 }
 
-void AppSupervisor::start_watch(const std::string& baseline) {
-  watch_ = std::make_unique<watchers::FileWatch>(loop_, app_.source, app_.watch, app_.settle, app_.poll_interval,
-                                                 [this](const std::string& content) {
+void AppSupervisor::start_watch(const AppConfig& app, const std::string& baseline) {
+  // The callback stages from the source this watch was made for: a reloaded config that
+  // changes `source` makes a new watch (update_config), never a watch of one directory that
+  // stages another.
+  std::string source = app.source;
+  watch_ = std::make_unique<watchers::FileWatch>(loop_, app.source, app.watch, app.settle, app.poll_interval,
+                                                 [this, source](const std::string& content) {
     remember_seen(content);
     OpRequest op;
     op.kind = OpRequest::Kind::Deploy;
-    op.from = app_.source;
+    op.from = source;
     op.source = "rpm";
     submit(std::move(op));
   });
   std::string err;
   if (!watch_->start(baseline, &err)) {
-    spdlog::error("{}: cannot watch {}: {}; deploy with agent deploy", app_.name, app_.source, err);
+    spdlog::error("{}: cannot watch {}: {}; deploy with agent deploy", app_.name, app.source, err);
     watch_.reset();
   }
 }
@@ -232,9 +262,12 @@ void AppSupervisor::start_watch(const std::string& baseline) {
 std::string AppSupervisor::seen_path() const { return store_.app_dir() + "/source-seen"; }
 
 void AppSupervisor::remember_seen(const std::string& content) {
-  std::string err;
-  if (!releases::write_file_atomically(seen_path(), content, 0644, &err))
-    spdlog::warn("{}: cannot record what the watch acted on ({}): a restart may deploy this source content again", app_.name, err);
+  // fsynced, so on the store thread; queued before the deploy it leads to.
+  store_job([path = seen_path(), content, name = app_.name](releases::ReleaseStore&) {
+    std::string err;
+    if (!releases::write_file_atomically(path, content, 0644, &err))
+      spdlog::warn("{}: cannot record what the watch acted on ({}): a restart may deploy this source content again", name, err);
+  }, [] {});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +311,8 @@ void AppSupervisor::start_op(OpRequest op) {
       // A package manager's drop must have settled as a whole tree, not only the watched file.
       if (r.source == "rpm") req.quiet = app_.settle;
       req.uid = r.uid;
+      build_cancel_ = std::make_shared<std::atomic<bool>>(false);  // a shutdown stops the copy
+      req.cancel = build_cancel_;
       EventLoop* loop = &loop_;
       std::weak_ptr<bool> alive = alive_;
       req.progress = [loop, alive, this](const std::string& line) {
@@ -286,7 +321,7 @@ void AppSupervisor::start_op(OpRequest op) {
         });
       };
       auto result = std::make_shared<std::tuple<bool, releases::Release, std::string>>(false, releases::Release{}, "staging stopped unexpectedly (see the agent's log)");
-      off_loop([req, store = store_, result]() mutable {
+      store_job([req, result](releases::ReleaseStore& store) {
         auto& [ok, rel, err] = *result;
         ok = store.stage(req, &rel, &err);
       }, [this, result] {
@@ -302,13 +337,23 @@ void AppSupervisor::start_op(OpRequest op) {
       return begin_rollout(r.kind, *cur, all_slots());
     }
     case OpRequest::Kind::Rollback: {
-      std::string target, err;
-      bool ok = r.to.empty() ? store_.rollback_target(r.steps, &target, &err) : store_.check_rollback_to(r.to, &err);
-      if (!r.to.empty()) target = r.to;
-      if (!ok) return finish_op(false, err);
-      say("rolling back to " + target);
-      stopped_ = false;
-      return begin_rollout(r.kind, target, all_slots());
+      // The target comes from the journal: read on the store thread, after whatever it is
+      // still writing.
+      phase_ = Phase::Disk;
+      auto result = std::make_shared<std::tuple<bool, std::string, std::string>>(false, "", "");
+      store_job([steps = r.steps, to = r.to, result](releases::ReleaseStore& store) {
+        auto& [ok, target, err] = *result;
+        ok = to.empty() ? store.rollback_target(steps, &target, &err) : store.check_rollback_to(to, &err);
+        if (!to.empty()) target = to;
+      }, [this, result] {
+        if (!running_ || phase_ != Phase::Disk) return;  // cancelled by a shutdown meanwhile
+        auto& [ok, target, err] = *result;
+        if (!ok) return finish_op(false, err);
+        say("rolling back to " + target);
+        stopped_ = false;
+        begin_rollout(OpRequest::Kind::Rollback, target, all_slots());
+      });
+      return;
     }
     case OpRequest::Kind::Replace: {
       int s = r.slot;
@@ -321,7 +366,7 @@ void AppSupervisor::start_op(OpRequest op) {
       if (!cur) return finish_op(false, "nothing is deployed yet: agent deploy " + app_.name + " --from DIR");
       stopped_ = false;
       phase_ = Phase::Starting;
-      if (!preflight(*cur, nullptr)) return;
+      if (!reopen_sockets() || !preflight(*cur, nullptr)) return;
       for (size_t i = 0; i < slots_.size(); ++i) {
         Slot& slot = slots_[i];
         if (slot.serving || slot.incoming) continue;
@@ -361,8 +406,11 @@ void AppSupervisor::finish_op(bool ok, const std::string& message) {
   if (ok && !orphans_.empty()) drain_orphans();
   if (op.done) op.done(ok, message);
   if (next_app_) {
+    bool git_changed = next_app_->git != app_.git || next_app_->branch != app_.branch;
     app_ = std::move(*next_app_);
     next_app_.reset();
+    if (git_changed) install_git_hook();
+    refresh_account();
     apply_instances();
   }
   if (pending_) {
@@ -377,6 +425,7 @@ void AppSupervisor::finish_op(bool ok, const std::string& message) {
 }
 
 void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::string& err) {
+  build_cancel_.reset();
   if (!running_ || phase_ != Phase::Staging) return;  // cancelled by a shutdown meanwhile
   if (!ok) {
     alerts_.raise({app_.name, "deploy_refused", "deploy refused: " + err, "nothing running was touched", 0, ""});
@@ -384,9 +433,8 @@ void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::st
     req.source = running_->source;
     req.revision = r.revision.empty() ? running_->revision : r.revision;
     req.uid = running_->uid;
-    std::string jerr;
-    if (!store_.record_refused(req, err, &jerr)) spdlog::error("{}: journal: {}", app_.name, jerr);
-    return finish_op(false, "refused: " + err);
+    return record_then([req, err](releases::ReleaseStore& store, std::string* jerr) { return store.record_refused(req, err, jerr); },
+                       [this, err] { finish_op(false, "refused: " + err); });
   }
   say("staged " + r.id + " (version " + r.version + ")");
   if (!app_.build.empty()) return start_build(r.id);
@@ -402,7 +450,7 @@ void AppSupervisor::start_build(const std::string& release) {
   LaunchContext ctx = launch_context(release, -1);
   LaunchEnv env;
   std::string err;
-  if (!lookup_account(app_, &ctx.account, &err) || !LaunchEnv::build(plain, ctx, &env, &err)) {
+  if (!account(&ctx.account, &err) || !LaunchEnv::build(plain, ctx, &env, &err)) {
     BuildResult failed;
     failed.message = err;
     return on_built(release, failed);
@@ -451,16 +499,16 @@ void AppSupervisor::on_built(const std::string& release, const BuildResult& b) {
     for (size_t i = from; i < b.tail.size(); ++i) why += (i == from ? " " : " | ") + b.tail[i];
   }
   alerts_.raise({app_.name, "deploy_refused", why + " (release " + release + ")", "nothing running was touched; see agent logs " + app_.name, 0, release});
-  std::string jerr;
-  if (!store_.record_failed(release, why, running_->uid, &jerr)) spdlog::error("{}: journal: {}", app_.name, jerr);
-  finish_op(false, "refused: " + why);
+  record_then([release, why, uid = running_->uid](releases::ReleaseStore& store, std::string* jerr) {
+    return store.record_failed(release, why, uid, jerr);
+  }, [this, why] { finish_op(false, "refused: " + why); });
 }
 
 bool AppSupervisor::preflight(const std::string& release, std::string* out_err) {
   LaunchContext ctx = launch_context(release, -1);
   LaunchEnv env;
   std::string err, resolved;
-  bool ok = lookup_account(app_, &ctx.account, &err) && LaunchEnv::build(app_, ctx, &env, &err) &&
+  bool ok = account(&ctx.account, &err) && LaunchEnv::build(app_, ctx, &env, &err) &&
             resolve_command(app_.command[0], env, ctx.release_dir, ctx.account, &resolved, &err);
   if (ok && !app_.user.empty() && ::geteuid() != 0 && ctx.account.uid != ::geteuid()) {
     ok = false;
@@ -474,8 +522,10 @@ bool AppSupervisor::preflight(const std::string& release, std::string* out_err) 
   std::string why = "preflight of " + release + ": " + err;
   alerts_.raise({app_.name, "deploy_refused", why, "nothing running was touched; see agent env " + app_.name + " --release " + release, 0, release});
   if (running_ && running_->kind == OpRequest::Kind::Deploy) {
-    std::string jerr;
-    store_.record_failed(release, err, running_->uid, &jerr);
+    record_then([release, err, uid = running_->uid](releases::ReleaseStore& store, std::string* jerr) {
+      return store.record_failed(release, err, uid, jerr);
+    }, [this, why] { finish_op(false, "refused: " + why); });
+    return false;
   }
   finish_op(false, "refused: " + why);
   return false;
@@ -487,8 +537,21 @@ std::vector<int> AppSupervisor::all_slots() const {
   return all;
 }
 
+bool AppSupervisor::reopen_sockets() {
+  if (!sockets_closed_) return true;
+  std::string err;
+  std::vector<int> fds;
+  if (!socket_hook_(true, &fds, &err)) {
+    finish_op(false, "cannot listen again: " + err);
+    return false;
+  }
+  listen_fds_ = std::move(fds);
+  sockets_closed_ = false;
+  return true;
+}
+
 void AppSupervisor::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots) {
-  if (!preflight(target, nullptr)) return;
+  if (!reopen_sockets() || !preflight(target, nullptr)) return;
   rollout_ = Rollout{};
   rollout_.kind = kind;
   rollout_.target = target;
@@ -509,6 +572,7 @@ void AppSupervisor::advance() {
     case Phase::Idle:
     case Phase::Staging:
     case Phase::Building:
+    case Phase::Disk:
       return reconcile();
     case Phase::Starting: {
       for (const auto& slot : slots_) {
@@ -526,6 +590,14 @@ void AppSupervisor::advance() {
         op.kind = OpRequest::Kind::Start;
         running_.reset();
         return start_op(std::move(op));
+      }
+      if (socket_hook_ && !listen_fds_.empty()) {
+        // Stopped: its addresses are closed so clients are refused at once rather than left
+        // waiting in a queue nobody accepts from. start binds them again.
+        std::string err;
+        socket_hook_(false, nullptr, &err);
+        listen_fds_.clear();
+        sockets_closed_ = true;
       }
       return finish_op(true, "stopped");
     }
@@ -581,14 +653,14 @@ void AppSupervisor::fail_rollout(const std::string& reason) {
   ro.batch.clear();
   if (ro.reverting) {
     // The old release does not start either: keep whatever serves, and say so loudly.
-    std::string jerr;
     bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
-    if (marks_release && !store_.record_failed(ro.target, ro.failure, running_ ? running_->uid : -1, &jerr))
-      spdlog::error("{}: journal: {}", app_.name, jerr);
     alerts_.raise({app_.name, "rollout_failed", "reverting " + ro.target + " failed too: " + reason,
                    "the workers that still run keep serving; see agent status " + app_.name, 0, ro.target});
-    phase_ = Phase::Idle;
-    return finish_op(false, ro.failure + "; and reverting failed: " + reason);
+    std::string message = ro.failure + "; and reverting failed: " + reason;
+    if (!marks_release) return finish_op(false, message);
+    return record_then([target = ro.target, failure = ro.failure, uid = running_ ? running_->uid : -1](
+                           releases::ReleaseStore& store, std::string* jerr) { return store.record_failed(target, failure, uid, jerr); },
+                       [this, message] { finish_op(false, message); });
   }
   say("failed: " + reason + (ro.swapped.empty() ? "" : "; swapping " + std::to_string(ro.swapped.size()) + " slots back"));
   ro.failure = reason;
@@ -613,41 +685,58 @@ void AppSupervisor::complete_rollout() {
   rollout_ = Rollout{};
   phase_ = Phase::Idle;
   long uid = running_ ? running_->uid : -1;
-  std::string err;
+  bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
   if (!ro.failure.empty()) {
-    bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
-    if (marks_release && !store_.record_failed(ro.target, ro.failure, uid, &err))
-      spdlog::error("{}: journal: {}", app_.name, err);
-    auto cur = store_.current();
-    alerts_.raise({app_.name, "rollout_failed",
-                   std::string(op_name(ro.kind)) + " of " + ro.target + " failed and was reverted: " + ro.failure,
-                   "the previous workers kept serving; current is still " + (cur ? *cur : std::string("unset")) +
-                       "; see agent releases " + app_.name,
-                   0, ro.target});
-    return finish_op(false, "reverted: " + ro.failure);
+    auto reverted = [this, ro] {
+      auto cur = store_.current();
+      alerts_.raise({app_.name, "rollout_failed",
+                     std::string(op_name(ro.kind)) + " of " + ro.target + " failed and was reverted: " + ro.failure,
+                     "the previous workers kept serving; current is still " + (cur ? *cur : std::string("unset")) +
+                         "; see agent releases " + app_.name,
+                     0, ro.target});
+      finish_op(false, "reverted: " + ro.failure);
+    };
+    if (!marks_release) return reverted();
+    return record_then([target = ro.target, failure = ro.failure, uid](releases::ReleaseStore& store, std::string* jerr) {
+      return store.record_failed(target, failure, uid, jerr);
+    }, reverted);
   }
-  bool ok = true;
-  if (ro.kind == OpRequest::Kind::Deploy) ok = store_.activate(ro.target, "deploy", uid, &err);
-  if (ro.kind == OpRequest::Kind::Rollback) ok = store_.rollback_to(ro.target, uid, &err);
-  if (!ok) {
-    alerts_.raise({app_.name, "rollout_failed", "workers run " + ro.target + " but recording it failed: " + err,
-                   "current was not switched; fix the state directory and run agent reload " + app_.name, 0, ro.target});
-    return finish_op(false, "workers run " + ro.target + " but " + err);
-  }
-  if (ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback) {
+  auto live = [this, ro] {
+    auto took = ms_text(Clock::now() - op_started_);
+    if (ro.kind == OpRequest::Kind::Replace)
+      return finish_op(true, "replaced slot " + std::to_string(ro.swapped.empty() ? -1 : ro.swapped[0]));
+    finish_op(true, "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took);
+  };
+  if (!marks_release) return live();
+  // `current` and the journal are written (and fsynced) on the store thread; the operation
+  // ends when they are, so its requester never hears "live" before the disk says so.
+  phase_ = Phase::Disk;
+  auto result = std::make_shared<std::pair<bool, std::string>>(true, "");
+  store_job([kind = ro.kind, target = ro.target, uid, result](releases::ReleaseStore& store) {
+    result->first = kind == OpRequest::Kind::Deploy ? store.activate(target, "deploy", uid, &result->second)
+                                                    : store.rollback_to(target, uid, &result->second);
+  }, [this, ro, result, live] {
+    if (!result->first) {
+      alerts_.raise({app_.name, "rollout_failed", "workers run " + ro.target + " but recording it failed: " + result->second,
+                     "current was not switched; fix the state directory and run agent reload " + app_.name, 0, ro.target});
+      return finish_op(false, "workers run " + ro.target + " but " + result->second);
+    }
     std::set<std::string> in_use;
     for (const auto& [pid, w] : workers_) in_use.insert(w->release);
     int keep = app_.keep_releases;
-    off_loop([store = store_, keep, in_use, name = app_.name]() mutable {
+    // Queued behind the activation and before the next staging: it can never remove a
+    // release another operation is about to use.
+    store_job([keep, in_use, name = app_.name](releases::ReleaseStore& store) {
       std::vector<std::string> removed;
       std::string perr;
       if (!store.prune(keep, in_use, &removed, &perr)) spdlog::error("{}: prune: {}", name, perr);
       for (const auto& id : removed) spdlog::info("{}: pruned release {}", name, id);
+      std::string note;
+      if (!store.compact_journal(&note, &perr)) spdlog::error("{}: compacting the journal: {}", name, perr);
+      else if (!note.empty()) spdlog::info("{}: {}", name, note);
     }, [] {});
-  }
-  auto took = ms_text(Clock::now() - op_started_);
-  if (ro.kind == OpRequest::Kind::Replace) return finish_op(true, "replaced slot " + std::to_string(ro.swapped.empty() ? -1 : ro.swapped[0]));
-  finish_op(true, "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took);
+    live();
+  });
 }
 
 // Keeps every slot staffed: a slot with no worker (a crash, a revert that lost one, a new
@@ -673,12 +762,32 @@ void AppSupervisor::reconcile() {
   }
 }
 
-void AppSupervisor::update_config(AppConfig app) {
+void AppSupervisor::update_config(AppConfig app, const AgentSettings& agent) {
+  agent_ = agent;
+  if (log_) log_->set_limits(agent_.log_max_size, agent_.log_max_files);
+  // The watch follows the new keys now, whatever runs: it only submits requests.
+  const AppConfig& latest = next_app_ ? *next_app_ : app_;
+  bool git_changed = app.git != latest.git || app.branch != latest.branch;
+  bool rewatch = app.source != latest.source || app.watch != latest.watch || app.settle != latest.settle ||
+                 app.poll_interval != latest.poll_interval;
+  if (rewatch && booted_ && !shutting_down_) {
+    std::string baseline = watch_ ? watch_->deployed() : std::string();
+    watch_.reset();
+    if (!app.source.empty()) {
+      spdlog::info("{}: now watching {}/{} (settle {})", app.name, app.source, app.watch, format_duration(app.settle));
+      start_watch(app, baseline);
+    } else {
+      spdlog::info("{}: no source any more: the file watch is stopped", app.name);
+    }
+  }
   if (running_) {
     next_app_ = std::move(app);
+    if (git_changed) spdlog::info("{}: the git hook follows the new git/branch once the running operation ends", next_app_->name);
     return;
   }
   app_ = std::move(app);
+  if (git_changed) install_git_hook();
+  refresh_account();
   apply_instances();
   reconcile();
 }
@@ -726,7 +835,7 @@ void AppSupervisor::shutdown(std::function<void()> when_empty) {
 }
 
 void AppSupervisor::maybe_empty() {
-  if (shutting_down_ && workers_.empty() && orphans_.empty() && threads_.empty() && when_empty_)
+  if (shutting_down_ && workers_.empty() && orphans_.empty() && threads_.empty() && !store_busy_ && when_empty_)
     loop_.post(std::exchange(when_empty_, nullptr));
 }
 
@@ -756,6 +865,34 @@ void AppSupervisor::off_loop(std::function<void()> work, std::function<void()> t
   });
 }
 
+void AppSupervisor::store_job(std::function<void(releases::ReleaseStore&)> work, std::function<void()> then) {
+  store_jobs_.push_back({std::move(work), std::move(then)});
+  if (!store_busy_) next_store_job();
+}
+
+void AppSupervisor::next_store_job() {
+  if (store_jobs_.empty()) {
+    store_busy_ = false;
+    return maybe_empty();
+  }
+  store_busy_ = true;
+  StoreJob job = std::move(store_jobs_.front());
+  store_jobs_.pop_front();
+  // The thread gets its own handle on the store: a ReleaseStore is paths, no shared state.
+  off_loop([work = std::move(job.work), store = store_]() mutable { work(store); }, [this, then = std::move(job.then)] {
+    then();
+    next_store_job();
+  });
+}
+
+void AppSupervisor::record_then(std::function<bool(releases::ReleaseStore&, std::string*)> write, std::function<void()> then) {
+  phase_ = Phase::Disk;
+  store_job([write = std::move(write), name = app_.name](releases::ReleaseStore& store) {
+    std::string err;
+    if (!write(store, &err)) spdlog::error("{}: journal: {}", name, err);
+  }, std::move(then));
+}
+
 nlohmann::json AppSupervisor::status() const {
   auto cur = store_.current();
   const char* state = stopped_ ? "stopped" : "running";
@@ -765,6 +902,7 @@ nlohmann::json AppSupervisor::status() const {
     case Phase::Rolling: state = rollout_.reverting ? "reverting" : "rolling"; break;
     case Phase::Starting: state = "starting"; break;
     case Phase::Stopping: state = "stopping"; break;
+    case Phase::Disk: state = "recording"; break;
     case Phase::Idle: break;
   }
   nlohmann::json j = {{"app", app_.name},

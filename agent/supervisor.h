@@ -32,6 +32,7 @@
 
 #include <sys/types.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -47,6 +48,7 @@
 #include "agent/event_loop.h"
 #include "agent/orphans.h"
 #include "agent/launch_env.h"
+#include "agent/notify_socket.h"
 #include "agent/worker_log.h"
 #include "releases/store.h"
 #include "watchers/file_watch.h"
@@ -89,10 +91,18 @@ class AppSupervisor {
   void submit(OpRequest op);
   /// A reloaded config (SIGHUP): used for every later start; `instances` is applied now (or
   /// when the running operation ends).
-  void update_config(AppConfig app);
+  /// The watch of `source` follows a change of source, watch, settle or poll_interval at once;
+  /// the log file takes the new log_max_size and log_max_files.
+  void update_config(AppConfig app, const AgentSettings& agent);
   /// Stops everything: cancels operations, drains every worker, calls `when_empty` once none
   /// is left.
   void shutdown(std::function<void()> when_empty);
+
+  /// How the supervisor gives its listening sockets back after `agent stop` (want = false) and
+  /// gets them again before workers start after it (want = true, fds filled). The daemon owns
+  /// the sockets; without a hook they stay open.
+  using SocketHook = std::function<bool(bool want, std::vector<int>* fds, std::string* err)>;
+  void set_socket_hook(SocketHook hook) { socket_hook_ = std::move(hook); }
 
   const std::string& name() const { return app_.name; }
   const AppConfig& config() const { return app_; }
@@ -138,7 +148,13 @@ class AppSupervisor {
     std::string prefix;  // "0/1234 out"
     LineSplitter lines;
   };
-  enum class Phase { Idle, Staging, Building, Rolling, Starting, Stopping };
+  // Disk: waiting for the store thread (the journal, `current`) before the operation goes on
+  // or ends.
+  enum class Phase { Idle, Staging, Building, Rolling, Starting, Stopping, Disk };
+  struct StoreJob {
+    std::function<void(releases::ReleaseStore&)> work;  // on the store thread
+    std::function<void()> then;                         // on the loop, after it
+  };
 
   void say(const std::string& line);
   void start_op(OpRequest op);
@@ -149,12 +165,22 @@ class AppSupervisor {
   void on_built(const std::string& release, const BuildResult& result);
   bool preflight(const std::string& release, std::string* err);
   void advance();
+  /// After a stop closed the sockets: binds them again; false (and the operation failed) if
+  /// that cannot be done.
+  bool reopen_sockets();
   void fail_rollout(const std::string& reason);
   void complete_rollout();
   void reconcile();
   void apply_instances();
   /// Runs `work` on a thread, then `then` on the loop.
   void off_loop(std::function<void()> work, std::function<void()> then);
+  /// Everything that writes the app's state on disk (staging, the journal, `current`,
+  /// pruning, the source-seen record) runs here, one job at a time in the order queued, off
+  /// the loop: fsync never holds it, and no job sees another's half-done work.
+  void store_job(std::function<void(releases::ReleaseStore&)> work, std::function<void()> then);
+  void next_store_job();
+  /// A journal write on the store thread (its failure logged), then `then` on the loop.
+  void record_then(std::function<bool(releases::ReleaseStore&, std::string*)> write, std::function<void()> then);
 
   pid_t spawn_worker(int slot, const std::string& release, bool incoming, std::string* err);
   void watch_output(int fd, int slot, pid_t pid, const char* stream);
@@ -175,13 +201,20 @@ class AppSupervisor {
   void maybe_drain_orphans();
   void forget_orphan(pid_t pid);
   /// Watches source/watch (when the app has a source) and deploys what lands there.
-  void start_watch(const std::string& baseline);
+  void start_watch(const AppConfig& app, const std::string& baseline);
   /// <app_dir>/source-seen: the content of source/watch last acted on, kept across restarts.
   std::string seen_path() const;
   void remember_seen(const std::string& content);
   /// Calls when_empty_ once no worker and no background thread is left (shutdown).
   void maybe_empty();
   void on_notify();
+  void log_nothing_deployed();
+  /// Makes or checks the bare repository's post-receive hook (apps with `git`), off the loop.
+  void install_git_hook();
+  /// Looks the workers' account up again (init, a reloaded config).
+  void refresh_account();
+  /// The cached account, or a fresh lookup when the last one failed.
+  bool account(Account* out, std::string* err);
   Worker* find(pid_t pid);
   /// Cancels a worker's timers, unwatches its fds and closes them: after this nothing the loop
   /// holds refers to it. Used when it exits and when the supervisor goes away.
@@ -199,12 +232,18 @@ class AppSupervisor {
   AppConfig app_;
   std::optional<AppConfig> next_app_;  // a config reload waiting for the running operation
   std::vector<int> listen_fds_;
+  SocketHook socket_hook_;
+  bool sockets_closed_ = false;  // by a stop; reopened by the next operation that starts workers
   std::vector<std::string> environ_;
   releases::ReleaseStore store_;
   std::unique_ptr<LogFile> log_;
-  int notify_fd_ = -1;
+  NotifySocket notify_;
   EventLoop::Id notify_watch_ = 0, memory_timer_ = 0;
-  std::string notify_name_;
+  /// The workers' account, looked up when the config is applied (init, SIGHUP), not at every
+  /// spawn: NSS may be a network service, and the loop must not wait on it. A failed lookup
+  /// is tried again at the next preflight.
+  std::optional<Account> account_;
+  std::string account_err_;
 
   std::map<pid_t, std::unique_ptr<Worker>> workers_;
   struct Adopted {
@@ -223,10 +262,12 @@ class AppSupervisor {
   Clock::time_point op_started_;
   Rollout rollout_;
   std::function<void()> when_empty_;
-  std::shared_ptr<std::atomic<bool>> build_cancel_;  // set while a build runs; true stops it
+  std::shared_ptr<std::atomic<bool>> build_cancel_;  // set while staging or a build runs; true stops it
   std::unique_ptr<watchers::FileWatch> watch_;  // source/watch: the RPM/yum trigger
   std::map<std::uint64_t, std::thread> threads_;  // staging and pruning; joined when they report back
   std::uint64_t next_thread_ = 1;
+  std::deque<StoreJob> store_jobs_;
+  bool store_busy_ = false;
   // Work posted back from threads checks this first: it expires when the supervisor is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

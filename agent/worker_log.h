@@ -20,6 +20,8 @@ class LogFile {
   /// Appends `line` and a newline; rotates first if the line would pass max_size.
   void write_line(std::string_view line);
   const std::string& path() const { return path_; }
+  /// A reloaded config's log_max_size and log_max_files, from the next line on.
+  void set_limits(std::uint64_t max_size, int max_files) { max_size_ = max_size, max_files_ = max_files; }
 
  private:
   bool open();

@@ -51,7 +51,7 @@ LaunchContext AppSupervisor::launch_context(const std::string& release, int slot
   ctx.release_id = release;
   ctx.version = version_of(release);
   ctx.agent_environ = environ_;
-  ctx.notify_socket = notify_name_;
+  ctx.notify_socket = notify_.path();
   ctx.node_shim = find_node_shim(nullptr);
   ctx.worker = slot;
   return ctx;
@@ -66,7 +66,7 @@ pid_t AppSupervisor::spawn_worker(int slot, const std::string& release, bool inc
   LaunchContext ctx = launch_context(release, slot);
   LaunchEnv env;
   std::string path;
-  if (!lookup_account(app_, &ctx.account, err) || !LaunchEnv::build(app_, ctx, &env, err) ||
+  if (!account(&ctx.account, err) || !LaunchEnv::build(app_, ctx, &env, err) ||
       !resolve_command(app_.command[0], env, ctx.release_dir, ctx.account, &path, err))
     return 0;
 
@@ -357,30 +357,23 @@ void AppSupervisor::check_memory() {
 }
 
 void AppSupervisor::on_notify() {
-  while (true) {
-    char buf[4096];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-    iovec iov{buf, sizeof buf - 1};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n = ::recvmsg(notify_fd_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0) return;
-    pid_t sender = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-        ucred cred;
-        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-        sender = cred.pid;
-      }
-    std::string text(buf, static_cast<size_t>(n));
-    bool ready = ("\n" + text + "\n").find("\nREADY=1\n") != std::string::npos;
-    if (!ready) continue;
-    if (find(sender)) mark_ready(sender);
-    else spdlog::warn("{}: READY=1 from pid {}, which is not one of its workers; ignored", app_.name, sender);
-  }
+  notify_.read(app_.name, [this](pid_t pid) { return find(pid) != nullptr; }, [this](pid_t pid) { mark_ready(pid); });
+}
+
+void AppSupervisor::refresh_account() {
+  Account a;
+  account_err_.clear();
+  if (lookup_account(app_, &a, &account_err_)) account_ = std::move(a);
+  else account_.reset();
+  std::string err;
+  if (account_ && !notify_.set_owner(account_->uid, account_->gid, &err)) spdlog::error("{}: {}", app_.name, err);
+}
+
+bool AppSupervisor::account(Account* out, std::string* err) {
+  if (!account_) refresh_account();
+  if (!account_) return *err = account_err_, false;
+  *out = *account_;
+  return true;
 }
 
 }  // namespace agent

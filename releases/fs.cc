@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -84,7 +85,7 @@ bool copy_bytes(int in, int out, const std::string& path, std::uint64_t size, Co
 }
 
 bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string& to_path, int depth,
-              bool as_root, CopyStats* stats, std::string* err) {
+              bool as_root, const std::atomic<bool>* cancel, CopyStats* stats, std::string* err) {
   if (depth > kMaxDepth) {
     *err = "copy " + from_path + ": directories nested deeper than " + std::to_string(kMaxDepth);
     return false;
@@ -101,6 +102,10 @@ bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string&
   while (dirent* e = ::readdir(d)) {
     const char* name = e->d_name;
     if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
+    if (cancel && cancel->load()) {
+      errno = ECANCELED;
+      return *err = "copy of " + from_path + " cancelled", false;
+    }
     std::string src = join(from_path, name), dst = join(to_path, name);
     struct stat st {};
     if (::fstatat(sfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return *err = errno_message("stat", src), false;
@@ -113,7 +118,7 @@ bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string&
       if (sub_s.fd < 0) return *err = errno_message("open", src), false;
       Fd sub_d(::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (sub_d.fd < 0) return *err = errno_message("open", dst), false;
-      if (!copy_dir(sub_s.fd, sub_d.fd, src, dst, depth + 1, as_root, stats, err)) return false;
+      if (!copy_dir(sub_s.fd, sub_d.fd, src, dst, depth + 1, as_root, cancel, stats, err)) return false;
       // Permissions and times last: a read-only source dir must not stop us filling the copy.
       if (as_root && ::fchown(sub_d.fd, st.st_uid, st.st_gid) != 0) return *err = errno_message("chown", dst), false;
       if (::fchmod(sub_d.fd, perm) != 0) return *err = errno_message("chmod", dst), false;
@@ -259,7 +264,8 @@ std::string errno_message(const std::string& what, const std::string& path) {
   return what + " " + path + ": " + std::strerror(errno);
 }
 
-bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err) {
+bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err,
+               const std::atomic<bool>* cancel) {
   Fd src(::open(from.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (src.fd < 0) return *err = errno_message("open", from), false;
   struct stat st {};
@@ -268,7 +274,7 @@ bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats,
   Fd dst(::open(to.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (dst.fd < 0) return *err = errno_message("open", to), false;
   bool as_root = ::geteuid() == 0;
-  if (!copy_dir(src.fd, dst.fd, from, to, 0, as_root, stats, err)) return false;
+  if (!copy_dir(src.fd, dst.fd, from, to, 0, as_root, cancel, stats, err)) return false;
   // The release root stays writable by the agent (linked_dirs are made in it); 0755 for readers.
   ::fchmod(dst.fd, (st.st_mode & 0777) | 0700);
   return true;

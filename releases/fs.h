@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <ctime>
 #include <string>
@@ -23,8 +24,10 @@ struct CopyStats {
 /// permission bits and times (ownership too when running as root), symlinks as links (never
 /// followed), empty directories. Files are cloned (FICLONE) where the filesystem allows, else
 /// copied with copy_file_range. On error, `*err` names the path and the reason; whatever
-/// was created under `to` is left for the caller to remove.
-bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err);
+/// was created under `to` is left for the caller to remove. A `cancel` that turns true stops
+/// the copy at the next entry (errno ECANCELED).
+bool copy_tree(const std::string& from, const std::string& to, CopyStats* stats, std::string* err,
+               const std::atomic<bool>* cancel = nullptr);
 
 /// Now, as inode change times count it. A change made before this call never carries a later
 /// time; one made within a clock tick after it (a few ms) may carry an earlier one where the

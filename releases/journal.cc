@@ -30,12 +30,26 @@ std::optional<Event> parse_event(const std::string& s) {
   return std::nullopt;
 }
 
-bool Journal::append(JournalEntry e, std::string* err) const {
-  if (e.time.empty()) e.time = iso_time(std::time(nullptr));
+namespace {
+
+std::string format_line(const JournalEntry& e) {
   nlohmann::json j = {{"time", e.time},       {"event", event_name(e.event)}, {"release", e.release},
                       {"version", e.version}, {"source", e.source},           {"revision", e.revision},
                       {"reason", e.reason},   {"uid", e.uid}};
-  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace
+
+bool Journal::rewrite(const std::vector<JournalEntry>& entries, std::string* err) const {
+  std::string text;
+  for (const auto& e : entries) text += format_line(e);
+  return write_file_atomically(path_, text, 0644, err);
+}
+
+bool Journal::append(JournalEntry e, std::string* err) const {
+  if (e.time.empty()) e.time = iso_time(std::time(nullptr));
+  std::string line = format_line(e);
 
   int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return *err = errno_message("open", path_), false;

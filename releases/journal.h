@@ -34,6 +34,9 @@ class Journal {
   /// closed off first, so one bad line never swallows the next.
   bool append(JournalEntry entry, std::string* err) const;
 
+  /// Replaces the whole journal with `entries`, atomically (a temp file, fsynced, renamed).
+  bool rewrite(const std::vector<JournalEntry>& entries, std::string* err) const;
+
   /// Every entry in order. A missing journal is empty. Lines that do not parse are skipped and
   /// described in `*warnings` ("journal.jsonl:7: ...").
   bool read(std::vector<JournalEntry>* out, std::vector<std::string>* warnings, std::string* err) const;

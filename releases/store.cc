@@ -188,11 +188,15 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
   if (!init(err)) return false;
   // An installer may still be writing: a watched file that does not parse yet, a file that
   // vanishes mid-copy, or a watched file that changed by the end all mean "stage again".
+  auto cancelled = [&] { return req.cancel && req.cancel->load(); };
   auto again = [&](int attempt, const std::string& why) {
     say(why + "; staging again");
-    std::this_thread::sleep_for(std::max(std::chrono::milliseconds(200 * attempt), req.quiet));
+    // In small steps: a shutdown must not wait out the pause.
+    auto until = std::chrono::steady_clock::now() + std::max(std::chrono::milliseconds(200 * attempt), req.quiet);
+    while (!cancelled() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   };
   for (int attempt = 1; attempt <= req.max_tries; ++attempt) {
+    if (cancelled()) return *err = "staging cancelled: the agent is shutting down", false;
     bool last = attempt == req.max_tries;
     std::string version, before;
     if (!read_version(req.from, req.watch, &version, &before, err)) {
@@ -205,8 +209,13 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
     CopyStats stats;
     std::string staged, after, ignored;
     timespec copy_began = change_clock();
-    bool copied = copy_tree(req.from, tmp, &stats, err);
+    bool copied = copy_tree(req.from, tmp, &stats, err, req.cancel.get());
     int copy_errno = errno;
+    if (!copied && copy_errno == ECANCELED) {
+      std::string cleanup_err;
+      remove_tree(tmp, &cleanup_err);
+      return *err = "staging cancelled: the agent is shutting down", false;
+    }
     bool vanished = !copied && copy_errno == ENOENT;
     if (vanished || (copied && (!read_file(tmp + "/" + req.watch, &staged, &ignored) ||
                                 !read_file(req.from + "/" + req.watch, &after, &ignored) || staged != before || after != before))) {
@@ -472,6 +481,35 @@ bool ReleaseStore::prune(int keep, const std::set<std::string>& in_use, std::vec
     removed->push_back(id);
     --count;
   }
+  return true;
+}
+
+}  // namespace releases
+
+namespace releases {
+
+bool ReleaseStore::compact_journal(std::string* note, std::string* err) {
+  note->clear();
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  if (entries.size() <= kCompactAbove) return true;
+  std::vector<std::string> ids = release_ids();
+  std::set<std::string> on_disk(ids.begin(), ids.end());
+  size_t refused = 0;
+  for (const auto& e : entries) refused += e.event == Event::Refused;
+  std::vector<JournalEntry> kept;
+  size_t seen_refused = 0;
+  for (auto& e : entries) {
+    if (e.event == Event::Refused) {
+      if (refused - seen_refused++ <= kKeepRefused) kept.push_back(std::move(e));
+    } else if (on_disk.count(e.release)) {
+      kept.push_back(std::move(e));
+    }
+  }
+  if (kept.size() == entries.size()) return true;
+  if (!journal_.rewrite(kept, err)) return false;
+  *note = "journal compacted: " + std::to_string(entries.size() - kept.size()) + " entries about releases no longer on disk dropped, " +
+          std::to_string(kept.size()) + " kept";
   return true;
 }
 

@@ -12,7 +12,9 @@
 // goes back two releases rather than back and forth.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <functional>
 #include <optional>
 #include <set>
@@ -37,6 +39,7 @@ struct StageRequest {
   // again waits at least this long. 0: only changes during the copy count.
   std::chrono::milliseconds quiet{0};
   std::function<void(const std::string&)> progress;  // optional progress lines
+  std::shared_ptr<std::atomic<bool>> cancel;          // optional: true stops staging (agent shutdown)
 };
 
 struct Release {
@@ -107,6 +110,13 @@ class ReleaseStore {
   /// Every release on disk, newest first, with its state from the journal, and the refused
   /// deploys among them (the last 5 no older than the oldest release listed).
   bool list(std::vector<ReleaseInfo>* out, std::vector<std::string>* warnings, std::string* err) const;
+
+  /// Keeps journal.jsonl bounded: past kCompactAbove entries, drops those about releases no
+  /// longer on disk (rollback and `agent releases` never look at them) and all but the last
+  /// kKeepRefused refusals. `*note` says what was dropped (empty when nothing was).
+  static constexpr size_t kCompactAbove = 1000;
+  static constexpr size_t kKeepRefused = 20;
+  bool compact_journal(std::string* note, std::string* err);
 
   /// Removes the oldest releases until at most `keep` remain. Never removes the current
   /// release, the next keep-1 rollback targets, or any id in `in_use`.

@@ -30,6 +30,8 @@ class FileWatch {
   /// only a different content triggers, and each content triggers once. on_change gets it.
   /// Fails only if inotify cannot be set up.
   bool start(const std::string& deployed, std::string* err);
+  /// The content last acted on: the baseline of a watch that replaces this one.
+  const std::string& deployed() const { return deployed_; }
 
  private:
   void arm();

@@ -29,6 +29,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def process_alive(pid):
+    """True while `pid` runs (a zombie is not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def wait_until(cond, timeout, what, interval=0.05):
     """Polls cond() until it returns a truthy value; fails the test with `what` at the deadline."""
     deadline = time.monotonic() + timeout
@@ -70,6 +79,10 @@ class Agent:
         self.apps = apps
         self.proc = None
         self.versions = 0
+        # How the daemon must end, checked for every test in AgentTest.tearDown: exit 0 on
+        # SIGTERM, no worker left. A test that kills it on purpose sets expect_clean_exit False.
+        self.expect_clean_exit = True
+        self.ending_problems = []
         self.write_config()
 
     # --- config and releases ---------------------------------------------------------------
@@ -140,17 +153,26 @@ class Agent:
             raise AssertionError(f"agent did not exit within {timeout}s of SIGTERM:\n{self.output()}")
 
     def cleanup(self):
+        rc = None
         try:
-            self.stop()
+            rc = self.stop()
+        except AssertionError as e:
+            self.ending_problems.append(str(e).splitlines()[0])
         finally:
             if getattr(self, "out", None):
                 self.out.close()
-            # Workers are in their own sessions: make sure none outlives the test.
-            for pid in self.worker_pids_from_log():
+            # Workers are in their own sessions: none may outlive the daemon that ran them.
+            survivors = [pid for pid in self.worker_pids_from_log() if process_alive(pid)]
+            for pid in survivors:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if self.proc and self.expect_clean_exit:
+                if rc != 0:
+                    self.ending_problems.append(f"the agent exited {rc} on SIGTERM, not 0")
+                if survivors:
+                    self.ending_problems.append(f"workers still alive after the agent exited: {sorted(survivors)}")
             self.final_output = self.output()  # after it exited: LeakSanitizer reports at exit
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -299,7 +321,7 @@ class AgentTest(unittest.TestCase):
             load.proc.kill()
             load.proc.wait()
             shutil.rmtree(load.dir, ignore_errors=True)
-        reports = []
+        reports, endings = [], []
         for a in self.agents:
             if self._outcome_failed():
                 print(f"--- agent output ({a.dir}) ---\n{a.output()[-6000:]}")
@@ -309,8 +331,11 @@ class AgentTest(unittest.TestCase):
                 # Under the sanitizer build (build-san/), a report ends up in the daemon's output.
                 out = getattr(a, "final_output", "")
                 reports += [out[out.find(m):][:4000] for m in SANITIZER_MARKS if m in out]
+                endings += a.ending_problems
         if reports:
             raise AssertionError("sanitizer report from the agent:\n" + "\n".join(reports))
+        if endings and not self._outcome_failed():
+            raise AssertionError("how the agent ended:\n" + "\n".join(endings))
 
     def _outcome_failed(self):
         result = getattr(self._outcome, "result", None)

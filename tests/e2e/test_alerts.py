@@ -167,7 +167,7 @@ class Email(Alerting):
         self.assertIn("crashed 5 times in a row", m["message"]["Subject"])
 
     def test_repeats_are_folded_into_the_next_message_with_a_count(self):
-        a = self.start_agent(self.smtp.port, instances=3, drain_timeout="1s", kill_timeout="60s",
+        a = self.start_agent(self.smtp.port, instances=3, drain_timeout="1s", kill_timeout="8s",
                              alerts={"min_interval": "3s"})
         self.assertEqual(self.deploy("1.0.0", {"ignore_term": True}).returncode, 0)
         self.assertEqual(self.a.cli("reload", "nuomi").returncode, 0)  # three stuck drains

@@ -51,21 +51,26 @@ class Daemon(AgentTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.a.app_status("web")["workers"], [])
         self.assertEqual(self.a.app_status("web")["state"], "stopped")
-        # The socket stays bound: connections queue instead of being refused.
+        # A stopped app's address is closed: clients are refused at once instead of hanging
+        # in a queue nobody accepts from.
         import socket
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
         r = self.a.cli("start", "web")
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("release=", http_get(self.port))  # bound again
+        old = {w["pid"] for w in self.a.serving("web")}
+        # restart keeps the socket: a request sent meanwhile waits in the queue and is answered.
+        restart = self.a.cli_async("restart", "web")
+        wait_until(lambda: self.a.app_status("web")["state"] in ("stopping", "starting"), 10, "the restart to begin")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual(restart.wait(30), 0, restart.stderr.read())
         reply = b""
         while chunk := s.recv(4096):
             reply += chunk
-        self.assertIn(b"200 OK", reply)  # the queued request was answered by the started worker
-        self.assertIn(b"release=", reply)
         s.close()
-        old = {w["pid"] for w in self.a.serving("web")}
-        r = self.a.cli("restart", "web")
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"200 OK", reply)
         self.assertEqual({w["pid"] for w in self.a.serving("web")} & old, set())
 
     def test_second_agent_on_the_same_state_is_refused(self):
