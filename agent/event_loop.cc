@@ -2,8 +2,10 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
@@ -94,12 +96,37 @@ static void guarded(const char* what, F&& f) noexcept {
   }
 }
 
+namespace {
+
+struct ThreadUsage {
+  std::chrono::microseconds cpu{0};
+  long voluntary = 0, involuntary = 0;
+};
+
+ThreadUsage thread_usage() {
+  rusage ru{};
+  ::getrusage(RUSAGE_THREAD, &ru);
+  auto us = [](const timeval& t) { return std::chrono::seconds(t.tv_sec) + std::chrono::microseconds(t.tv_usec); };
+  return {std::chrono::duration_cast<std::chrono::microseconds>(us(ru.ru_utime) + us(ru.ru_stime)), ru.ru_nvcsw, ru.ru_nivcsw};
+}
+
+}  // namespace
+
+// A stall is how long the loop was held by its own work: the wall time of the dispatch, or,
+// when the kernel only took the CPU away meanwhile (involuntary switches, no blocking), the
+// CPU time it used. Time spent waiting for a CPU another process had is the machine's load,
+// not the loop's doing; time spent blocked in a system call (fsync, a lookup) is.
 template <typename F>
 void EventLoop::dispatch(const char* what, F&& f) {
   auto began = Clock::now();
+  ThreadUsage before = thread_usage();
   guarded(what, f);
   drain_posted();
-  auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - began);
+  auto wall = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - began);
+  if (wall <= max_stall_) return;
+  ThreadUsage after = thread_usage();
+  bool only_preempted = after.voluntary == before.voluntary && after.involuntary > before.involuntary;
+  auto took = only_preempted ? std::min(wall, after.cpu - before.cpu) : wall;
   if (took > max_stall_) {
     max_stall_ = took;
     max_stall_what_ = what;

@@ -226,16 +226,30 @@ void AppSupervisor::record_workers() {
   // A supervisor on its way out (shutdown, or its app removed by SIGHUP) leaves the record as
   // it was: its draining workers are still alive, and an app added again writes its own.
   if (shutting_down_) return;
+  // Written off the loop (a create and a rename in the state directory wait behind a staging
+  // thread's sync of that filesystem), one write at a time; changes made meanwhile are
+  // written, all at once, right after.
+  if (record_inflight_) {
+    record_dirty_ = true;
+    return;
+  }
   std::vector<RecordedProcess> procs;
   for (const auto& [pid, w] : workers_) procs.push_back({pid, w->start_time});
   for (const auto& [pid, o] : orphans_) procs.push_back({pid, o.orphan.start});
-  std::string err;
-  if (write_workers_record(store_.app_dir() + "/workers", procs, &err)) {
-    record_error_.clear();
-  } else if (err != record_error_) {  // once per distinct failure, not once per worker
-    spdlog::error("{}: cannot record the workers ({}): a restart after a crash of the agent will not find them", app_.name, err);
-    record_error_ = err;
-  }
+  record_inflight_ = true;
+  auto err = std::make_shared<std::string>();
+  off_loop([path = store_.app_dir() + "/workers", procs, err] {
+    if (write_workers_record(path, procs, err.get())) err->clear();
+  }, [this, err] {
+    record_inflight_ = false;
+    if (err->empty()) {
+      record_error_.clear();
+    } else if (*err != record_error_) {  // once per distinct failure, not once per worker
+      spdlog::error("{}: cannot record the workers ({}): a restart after a crash of the agent will not find them", app_.name, *err);
+      record_error_ = *err;
+    }
+    if (std::exchange(record_dirty_, false)) record_workers();
+  });
 }
 
 void AppSupervisor::start_watch(const AppConfig& app, const std::string& baseline) {

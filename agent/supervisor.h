@@ -253,6 +253,7 @@ class AppSupervisor {
   };
   std::map<pid_t, Adopted> orphans_;
   std::string record_error_;  // the last failure to write <app_dir>/workers, logged once
+  bool record_inflight_ = false, record_dirty_ = false;  // record_workers(): one write at a time
   std::map<int, std::unique_ptr<OutputPipe>> pipes_;  // by fd; live until EOF, even after the worker exits
   std::map<pid_t, std::vector<std::string>> recent_output_;  // last lines per worker, until it is reaped
   std::vector<Slot> slots_;

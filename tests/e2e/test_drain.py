@@ -29,7 +29,9 @@ class Drain(AgentTest):
         r = a.cli("deploy", "web", "--from", a.make_release("1.1.0"))
         took = time.monotonic() - t0
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertLess(took, 2.0, "the rollout waited on a stuck drain")  # finished before the first stall alert
+        # What the design guarantees: the rollout does not wait on a stuck drain, so it ends
+        # before the first drain_stalled alert (drain_timeout after the drain began), however
+        # slow the machine. Checked against the alerts below.
         # No request failed during the rollout. (Past kill_timeout, what the stuck workers still
         # hold is cut by SIGKILL: that is what the worker_killed alert reports.)
         self.assertNoFailures(load.stop())
@@ -45,14 +47,21 @@ class Drain(AgentTest):
             killed = [x for x in a.alerts("worker_killed") if x["pid"] == pid]
             self.assertEqual(len(stalled), 1, "exactly one drain_stalled alert per worker")
             self.assertEqual(len(killed), 1)
-            self.assertAlmostEqual(stalled[0]["time_ms"] / 1000 - began, 2.0, delta=0.5)
-            self.assertAlmostEqual(killed[0]["time_ms"] / 1000 - began, 4.0, delta=0.5)
+            # A timer never fires early; late by at most a loaded 2-core machine's scheduling.
+            self.assertGreaterEqual(stalled[0]["time_ms"] / 1000 - began, 2.0 - 0.01)
+            self.assertLess(stalled[0]["time_ms"] / 1000 - began, 2.0 + 1.5)
+            self.assertGreaterEqual(killed[0]["time_ms"] / 1000 - began, 4.0 - 0.01)
+            self.assertLess(killed[0]["time_ms"] / 1000 - began, 4.0 + 1.5)
             self.assertRegex(stalled[0]["detail"], r"SIGKILL at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, 4s after the drain began")
             self.assertIn("agent status web", stalled[0]["detail"])
             self.assertTrue(stalled[0]["release"].endswith("-1.0.0"))
             self.assertIn("requests still open on it were cut", killed[0]["detail"])
             exited = next(l for l in out if f"(pid {pid}," in l and "killed by SIGKILL after draining" in l)
-            self.assertAlmostEqual(log_time(exited) - began, 4.0, delta=0.5)
+            self.assertGreaterEqual(log_time(exited) - began, 4.0 - 0.01)
+            self.assertLess(log_time(exited) - began, 4.0 + 1.5)
+        deploy_done = log_time(next(l for l in out if "deploy done: live:" in l and "-1.1.0" in l))
+        first_stall = min(x["time_ms"] / 1000 for x in a.alerts("drain_stalled"))
+        self.assertLess(deploy_done, first_stall, f"the rollout waited on a stuck drain (took {took:.2f}s)")
         self.assertEqual({w["pid"] for w in a.app_status("web")["workers"]} & stuck, set())
 
     def test_kill_timeout_never_keeps_waiting(self):

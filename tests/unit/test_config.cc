@@ -239,3 +239,9 @@ TEST_CASE("[alerts]: delivery keys, and what is refused") {
   // The password itself is no key at all.
   expect_one("[alerts]\nsmtp_password = \"x\"\n" + kApp, 2, 1, "smtp_password");
 }
+
+TEST_CASE("config: more than 64 listen addresses are refused, never cut") {
+  std::string many = "listen = [";
+  for (int i = 0; i < 65; ++i) many += std::string(i ? ", " : "") + "\"127.0.0.1:" + std::to_string(10000 + i) + "\"";
+  expect_one(kApp + many + "]\n", 4, 10, "listen: at most 64 addresses per app (this has 65)");
+}
