@@ -756,7 +756,8 @@ void AppSupervisor::complete_rollout() {
 // Keeps every slot staffed: a slot with no worker (a crash, a revert that lost one, a new
 // slot) gets one after its backoff.
 void AppSupervisor::reconcile() {
-  if (stopped_ || shutting_down_ || phase_ == Phase::Stopping) return;
+  // After a stop closed the sockets, only an operation (which binds them first) starts workers.
+  if (stopped_ || shutting_down_ || sockets_closed_ || phase_ == Phase::Stopping) return;
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& slot = slots_[i];
     if (slot.serving || slot.incoming || slot.restart_timer || slot.release.empty()) continue;
