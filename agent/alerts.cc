@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/notify.h"
+#include "agent/worker_log.h"
 #include "releases/version.h"
 
 namespace agent {
@@ -28,15 +29,6 @@ void Alerts::configure(const AlertSettings& settings) {
   notifier_ = std::make_unique<Notifier>(settings, host);
 }
 
-// alerts.jsonl -> .1 -> ... -> .kKeepFiles, the oldest dropped: bounded, and each file whole
-// lines (renamed, never truncated under a reader).
-void Alerts::rotate() {
-  for (int i = kKeepFiles; i >= 1; --i) {
-    std::string from = i == 1 ? path_ : path_ + "." + std::to_string(i - 1);
-    ::rename(from.c_str(), (path_ + "." + std::to_string(i)).c_str());
-  }
-}
-
 void Alerts::raise(const Alert& a) {
   spdlog::warn("ALERT {} [{}]: {}{}", a.app, a.kind, a.summary, a.detail.empty() ? "" : " — " + a.detail);
   auto now = std::chrono::system_clock::now();
@@ -51,7 +43,7 @@ void Alerts::raise(const Alert& a) {
   struct stat st {};
   bool full = fd >= 0 && ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= kMaxBytes;
   if (fd >= 0) ::close(fd);
-  if (full) rotate();
+  if (full) rotate_numbered(path_, kKeepFiles);  // alerts.jsonl.1 .. .3: bounded
   if (notifier_) notifier_->submit(a, now);
 }
 

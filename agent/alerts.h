@@ -39,7 +39,6 @@ class Alerts {
   static constexpr int kKeepFiles = 3;
 
  private:
-  void rotate();
   std::string path_;
   std::unique_ptr<Notifier> notifier_;
 };

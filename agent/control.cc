@@ -199,6 +199,7 @@ void ControlServer::read_request(Session* s) {
       s->in_.append(buf, static_cast<size_t>(n));
       if (s->in_.size() > kMaxRequest && s->in_.find('\n') == std::string::npos) {
         loop_.remove(std::exchange(s->watch_, 0));
+        loop_.cancel(std::exchange(s->deadline_, 0));
         return s->finish(false, "request too large (over 64 KiB)");
       }
       continue;

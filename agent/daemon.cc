@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <set>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -95,61 +94,69 @@ bool Daemon::bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& o
   return true;
 }
 
-std::unique_ptr<AppSupervisor> Daemon::prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start,
-                                                   std::string* err) {
+std::vector<std::string> Daemon::close_sockets(const std::vector<std::string>& addrs) {
+  std::vector<std::string> closed;
+  for (const auto& addr : addrs) {
+    auto it = sockets_.find(addr);
+    // A socket systemd holds stays open whatever we do (closing ours would only lose it for a
+    // later start or SIGHUP that needs it again): it is kept.
+    if (it == sockets_.end() || activated_.count(addr)) continue;
+    ::close(it->second);
+    sockets_.erase(it);
+    closed.push_back(addr);
+  }
+  return closed;
+}
+
+bool Daemon::prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, PreparedApp* out,
+                         std::string* err) {
   std::vector<Orphan> orphans = find_orphans(app.app_dir(agent) + "/workers");
   std::vector<int> fds;
   std::vector<std::string> bound;
   auto undo = [&] {
-    // What this addition bound is closed again: a socket nobody accepts on would leave its
-    // clients hanging instead of refused.
-    for (const auto& addr : bound)
-      if (!activated_.count(addr)) {
-        ::close(sockets_[addr]);
-        sockets_.erase(addr);
-      }
+    // A socket nobody accepts on would leave its clients hanging instead of refused.
+    close_sockets(bound);
     for (auto& o : orphans) ::close(o.pidfd);
   };
   if (!bind_app_sockets(app, orphans, at_start, &fds, &bound, err)) {
     undo();
-    return nullptr;
+    return false;
   }
   auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, agent, app, fds, environ_);
   if (!sup->init(err)) {
     sup.reset();
     undo();
     *err = "app " + app.name + ": " + *err;
-    return nullptr;
+    return false;
   }
   sup->adopt(std::move(orphans));
-  return sup;
+  *out = PreparedApp{std::move(sup), std::move(bound)};
+  return true;
 }
 
 void Daemon::add_app(std::unique_ptr<AppSupervisor> sup) {
   AppSupervisor* raw = sup.get();
-  raw->set_socket_hook([this, raw](bool want, std::vector<int>* fds, std::string* err) {
-    if (want) {
-      std::vector<std::string> bound;
-      return bind_app_sockets(raw->config(), {}, false, fds, &bound, err);
-    }
-    for (const auto& l : raw->config().listen) {
-      auto it = sockets_.find(l.canonical());
-      if (it == sockets_.end() || activated_.count(l.canonical())) continue;  // systemd holds it anyway
-      spdlog::info("{}: stopped: {} closed until it starts again", raw->name(), l.canonical());
-      ::close(it->second);
-      sockets_.erase(it);
-    }
-    return true;
-  });
+  AppSupervisor::ListenSockets sockets;
+  sockets.open = [this, raw](std::vector<int>* fds, std::string* err) {
+    std::vector<std::string> bound;
+    return bind_app_sockets(raw->config(), {}, false, fds, &bound, err);
+  };
+  sockets.close = [this, raw] {
+    std::vector<std::string> addrs;
+    for (const auto& l : raw->config().listen) addrs.push_back(l.canonical());
+    for (const auto& addr : close_sockets(addrs))
+      spdlog::info("{}: stopped: {} closed until it starts again", raw->name(), addr);
+  };
+  raw->set_listen_sockets(std::move(sockets));
   apps_[raw->name()] = std::move(sup);
   loop_.post([raw] { raw->boot(); });
 }
 
 bool Daemon::start(std::string* err) {
-  // The mask itself was set by block_daemon_signals() before any thread existed; blocking
-  // again here only covers a Daemon run without it (a test), before its first thread below.
+  // The mask was set by block_daemon_signals() before any thread existed; again here only
+  // for a Daemon run without it (a test), still before its first thread.
+  block_daemon_signals();
   sigset_t mask = daemon_signals();
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   loop_.add(signal_fd_, EPOLLIN, [this](std::uint32_t) { on_signal(); });
   // What systemd (or a launcher like it) handed us is taken first, and its variables removed,
@@ -197,9 +204,9 @@ bool Daemon::start(std::string* err) {
   });
   if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
   for (const auto& app : cfg_.apps) {
-    auto sup = prepare_app(app, cfg_.agent, true, err);
-    if (!sup) return false;
-    add_app(std::move(sup));
+    PreparedApp prepared;
+    if (!prepare_app(app, cfg_.agent, true, &prepared, err)) return false;
+    add_app(std::move(prepared.sup));
   }
   close_unused_sockets();  // an activated socket no app listens on
   spdlog::info("agent {} running: {} app(s), control socket {}", AGENT_VERSION, cfg_.apps.size(), cfg_.agent.control_socket);
@@ -308,27 +315,20 @@ void Daemon::reload_config() {
   }
   // New apps are made ready first (their sockets bound, their stores opened): if one cannot
   // be, nothing of the reload is applied and what it bound is closed again.
-  std::vector<std::unique_ptr<AppSupervisor>> added;
+  std::vector<PreparedApp> added;
   for (const auto& app : next.apps) {
     if (apps_.count(app.name)) continue;
     std::string err;
-    auto sup = prepare_app(app, next.agent, false, &err);
-    if (!sup) {
+    PreparedApp prepared;
+    if (!prepare_app(app, next.agent, false, &prepared, &err)) {
       spdlog::error("SIGHUP: {}; keeping the running config", err);
-      for (auto& p : added) {
-        // Close the sockets the earlier additions bound, as prepare_app would have.
-        std::vector<std::string> addrs;
-        for (const auto& l : p->config().listen) addrs.push_back(l.canonical());
-        p.reset();
-        for (const auto& addr : addrs)
-          if (!activated_.count(addr) && sockets_.count(addr)) {
-            ::close(sockets_[addr]);
-            sockets_.erase(addr);
-          }
+      for (auto& p : added) {  // the additions prepared before it are undone too
+        p.sup.reset();
+        close_sockets(p.bound);
       }
       return;
     }
-    added.push_back(std::move(sup));
+    added.push_back(std::move(prepared));
   }
   Config old = std::move(cfg_);
   cfg_ = std::move(next);
@@ -354,9 +354,9 @@ void Daemon::reload_config() {
     if (it == apps_.end()) continue;
     it->second->update_config(app, cfg_.agent);
   }
-  for (auto& sup : added) {
-    spdlog::info("SIGHUP: app {} added", sup->name());
-    add_app(std::move(sup));
+  for (auto& p : added) {
+    spdlog::info("SIGHUP: app {} added", p.sup->name());
+    add_app(std::move(p.sup));
   }
   spdlog::info("SIGHUP: config reloaded from {}", config_path_);
 }
@@ -367,17 +367,10 @@ void Daemon::close_unused_sockets() {
   std::set<std::string> used;
   for (const auto& app : cfg_.apps)
     for (const auto& l : app.listen) used.insert(l.canonical());
-  for (auto it = sockets_.begin(); it != sockets_.end();) {
-    // A socket systemd holds stays open whatever we do (closing ours would only lose it for a
-    // later SIGHUP that adds the app back): it is kept, unused.
-    if (used.count(it->first) || activated_.count(it->first)) {
-      ++it;
-      continue;
-    }
-    spdlog::info("no app listens on {} any more: closed", it->first);
-    ::close(it->second);
-    it = sockets_.erase(it);
-  }
+  std::vector<std::string> unused;
+  for (const auto& [addr, fd] : sockets_)
+    if (!used.count(addr)) unused.push_back(addr);
+  for (const auto& addr : close_sockets(unused)) spdlog::info("no app listens on {} any more: closed", addr);
 }
 
 bool Daemon::authorized(uid_t uid) const {
@@ -400,11 +393,10 @@ void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
     if (!only.empty() && apps.empty()) return s->finish(false, "no app \"" + only + "\"");
     // The worst the loop was held by one dispatch since start: a watchdog, a readiness pipe or
     // a client waited that long at most.
-    double stall_ms = static_cast<double>(loop_.max_stall().count()) / 1000.0;
     nlohmann::json data = {{"apps", apps},
                            {"pid", ::getpid()},
                            {"version", AGENT_VERSION},
-                           {"loop_max_stall_ms", std::round(stall_ms * 1000) / 1000},
+                           {"loop_max_stall_ms", static_cast<double>(loop_.max_stall().count()) / 1000.0},
                            {"loop_max_stall_in", loop_.max_stall_what()}};
     if (loop_.max_stall().count() > 0)
       data["loop_max_stall_at"] = releases::iso_time(std::chrono::system_clock::to_time_t(loop_.max_stall_at()));

@@ -42,9 +42,17 @@ class Daemon {
                         std::vector<std::string>* bound, std::string* err);
   void check_ready();
   void watchdog_ping(std::chrono::milliseconds every);
+  /// An app ready to run, and the addresses bound for it (closed again if it is not added).
+  struct PreparedApp {
+    std::unique_ptr<AppSupervisor> sup;
+    std::vector<std::string> bound;
+  };
   /// Everything an app needs before it runs (sockets, store, log, notify socket); on failure
   /// what it bound is closed again and nothing is left behind.
-  std::unique_ptr<AppSupervisor> prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, std::string* err);
+  bool prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, PreparedApp* out, std::string* err);
+  /// Closes the agent's socket for each of `addrs` it holds, except those systemd passed in;
+  /// returns the addresses closed.
+  std::vector<std::string> close_sockets(const std::vector<std::string>& addrs);
   /// Takes a prepared app into the running set and boots it.
   void add_app(std::unique_ptr<AppSupervisor> sup);
   void on_signal();

@@ -29,9 +29,9 @@ class NotifySocket {
   NotifySocket(const NotifySocket&) = delete;
   NotifySocket& operator=(const NotifySocket&) = delete;
 
-  /// Binds `path` (replacing a stale socket file), owned by uid:gid when the agent is root.
-  bool open(const std::string& path, uid_t uid, gid_t gid, std::string* err);
-  /// Gives the socket file to another account (a reloaded `user`).
+  /// Binds `path` (replacing a stale socket file), mode 0600, owned by the agent.
+  bool open(const std::string& path, std::string* err);
+  /// Gives the socket file to the workers' account (when the agent is root).
   bool set_owner(uid_t uid, gid_t gid, std::string* err);
   const std::string& path() const { return path_; }
   int fd() const { return fd_; }

@@ -35,6 +35,10 @@ const char* worker_state_name(WorkerState s) {
   return "?";
 }
 
+// Deploys and rollbacks are journaled against their release; the other operations run what
+// is already current.
+static bool marks_release(OpRequest::Kind k) { return k == OpRequest::Kind::Deploy || k == OpRequest::Kind::Rollback; }
+
 const char* op_name(OpRequest::Kind k) {
   switch (k) {
     case OpRequest::Kind::Deploy: return "deploy";
@@ -61,7 +65,7 @@ AppSupervisor::AppSupervisor(EventLoop& loop, Alerts& alerts, AgentSettings agen
 }
 
 AppSupervisor::~AppSupervisor() {
-  if (build_cancel_) build_cancel_->store(true);
+  if (cancel_) cancel_->store(true);
   for (auto& [id, t] : threads_)
     if (t.joinable()) t.join();
   // Nothing registered with the loop may outlive us: unwatch and cancel before closing.
@@ -88,12 +92,10 @@ bool AppSupervisor::init(std::string* err) {
   if (!releases::make_dirs(log_dir, err)) return false;
   log_ = std::make_unique<LogFile>(log_dir + "/app.log", agent_.log_max_size, agent_.log_max_files);
 
-  refresh_account();
   // sd_notify readiness: a socket only the agent and this app's workers can reach
-  // (agent/notify_socket.h).
-  uid_t uid = account_ ? account_->uid : ::geteuid();
-  gid_t gid = account_ ? account_->gid : ::getegid();
-  if (!notify_.open(store_.app_dir() + "/notify.sock", uid, gid, err)) return false;
+  // (agent/notify_socket.h); refresh_account() gives it to the workers' account.
+  if (!notify_.open(store_.app_dir() + "/notify.sock", err)) return false;
+  refresh_account();
   notify_watch_ = loop_.add(notify_.fd(), EPOLLIN, [this](std::uint32_t) { on_notify(); });
   if (app_.max_memory > 0) memory_timer_ = loop_.after(kMemoryCheck, [this] { check_memory(); });
   return true;
@@ -325,8 +327,8 @@ void AppSupervisor::start_op(OpRequest op) {
       // A package manager's drop must have settled as a whole tree, not only the watched file.
       if (r.source == "rpm") req.quiet = app_.settle;
       req.uid = r.uid;
-      build_cancel_ = std::make_shared<std::atomic<bool>>(false);  // a shutdown stops the copy
-      req.cancel = build_cancel_;
+      cancel_ = std::make_shared<std::atomic<bool>>(false);  // a shutdown stops the copy
+      req.cancel = cancel_;
       EventLoop* loop = &loop_;
       std::weak_ptr<bool> alive = alive_;
       req.progress = [loop, alive, this](const std::string& line) {
@@ -420,12 +422,9 @@ void AppSupervisor::finish_op(bool ok, const std::string& message) {
   if (ok && !orphans_.empty()) drain_orphans();
   if (op.done) op.done(ok, message);
   if (next_app_) {
-    bool git_changed = next_app_->git != app_.git || next_app_->branch != app_.branch;
-    app_ = std::move(*next_app_);
+    AppConfig next = std::move(*next_app_);
     next_app_.reset();
-    if (git_changed) install_git_hook();
-    refresh_account();
-    apply_instances();
+    apply_config(std::move(next));
   }
   if (pending_) {
     OpRequest next = std::move(*pending_);
@@ -439,7 +438,7 @@ void AppSupervisor::finish_op(bool ok, const std::string& message) {
 }
 
 void AppSupervisor::on_staged(bool ok, const releases::Release& r, const std::string& err) {
-  build_cancel_.reset();
+  cancel_.reset();
   if (!running_ || phase_ != Phase::Staging) return;  // cancelled by a shutdown meanwhile
   if (!ok) {
     alerts_.raise({app_.name, "deploy_refused", "deploy refused: " + err, "nothing running was touched", 0, ""});
@@ -475,8 +474,8 @@ void AppSupervisor::start_build(const std::string& release) {
   req.envp = build_environment(env.envp());
   req.timeout = app_.build_timeout;
   if (::geteuid() == 0 && ctx.account.uid != 0) req.drop_to = ctx.account;  // as spawn_worker drops
-  build_cancel_ = std::make_shared<std::atomic<bool>>(false);
-  req.cancel = build_cancel_;
+  cancel_ = std::make_shared<std::atomic<bool>>(false);
+  req.cancel = cancel_;
   EventLoop* loop = &loop_;
   std::weak_ptr<bool> alive = alive_;
   req.on_line = [loop, alive, this](const std::string& line) {
@@ -500,7 +499,7 @@ void AppSupervisor::start_build(const std::string& release) {
 }
 
 void AppSupervisor::on_built(const std::string& release, const BuildResult& b) {
-  build_cancel_.reset();
+  cancel_.reset();
   if (!running_ || phase_ != Phase::Building) return;  // cancelled by a shutdown meanwhile
   if (b.ok) {
     say("build " + b.message);
@@ -513,9 +512,7 @@ void AppSupervisor::on_built(const std::string& release, const BuildResult& b) {
     for (size_t i = from; i < b.tail.size(); ++i) why += (i == from ? " " : " | ") + b.tail[i];
   }
   alerts_.raise({app_.name, "deploy_refused", why + " (release " + release + ")", "nothing running was touched; see agent logs " + app_.name, 0, release});
-  record_then([release, why, uid = running_->uid](releases::ReleaseStore& store, std::string* jerr) {
-    return store.record_failed(release, why, uid, jerr);
-  }, [this, why] { finish_op(false, "refused: " + why); });
+  record_failed_then(release, why, [this, why] { finish_op(false, "refused: " + why); });
 }
 
 bool AppSupervisor::preflight(const std::string& release, std::string* out_err) {
@@ -536,9 +533,7 @@ bool AppSupervisor::preflight(const std::string& release, std::string* out_err) 
   std::string why = "preflight of " + release + ": " + err;
   alerts_.raise({app_.name, "deploy_refused", why, "nothing running was touched; see agent env " + app_.name + " --release " + release, 0, release});
   if (running_ && running_->kind == OpRequest::Kind::Deploy) {
-    record_then([release, err, uid = running_->uid](releases::ReleaseStore& store, std::string* jerr) {
-      return store.record_failed(release, err, uid, jerr);
-    }, [this, why] { finish_op(false, "refused: " + why); });
+    record_failed_then(release, err, [this, why] { finish_op(false, "refused: " + why); });
     return false;
   }
   finish_op(false, "refused: " + why);
@@ -555,7 +550,7 @@ bool AppSupervisor::reopen_sockets() {
   if (!sockets_closed_) return true;
   std::string err;
   std::vector<int> fds;
-  if (!socket_hook_(true, &fds, &err)) {
+  if (!listen_sockets_.open(&fds, &err)) {
     finish_op(false, "cannot listen again: " + err);
     return false;
   }
@@ -605,11 +600,10 @@ void AppSupervisor::advance() {
         running_.reset();
         return start_op(std::move(op));
       }
-      if (socket_hook_ && !listen_fds_.empty()) {
+      if (listen_sockets_.close && !listen_fds_.empty()) {
         // Stopped: its addresses are closed so clients are refused at once rather than left
         // waiting in a queue nobody accepts from. start binds them again.
-        std::string err;
-        socket_hook_(false, nullptr, &err);
+        listen_sockets_.close();
         listen_fds_.clear();
         sockets_closed_ = true;
       }
@@ -667,14 +661,11 @@ void AppSupervisor::fail_rollout(const std::string& reason) {
   ro.batch.clear();
   if (ro.reverting) {
     // The old release does not start either: keep whatever serves, and say so loudly.
-    bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
     alerts_.raise({app_.name, "rollout_failed", "reverting " + ro.target + " failed too: " + reason,
                    "the workers that still run keep serving; see agent status " + app_.name, 0, ro.target});
     std::string message = ro.failure + "; and reverting failed: " + reason;
-    if (!marks_release) return finish_op(false, message);
-    return record_then([target = ro.target, failure = ro.failure, uid = running_ ? running_->uid : -1](
-                           releases::ReleaseStore& store, std::string* jerr) { return store.record_failed(target, failure, uid, jerr); },
-                       [this, message] { finish_op(false, message); });
+    if (!marks_release(ro.kind)) return finish_op(false, message);
+    return record_failed_then(ro.target, ro.failure, [this, message] { finish_op(false, message); });
   }
   say("failed: " + reason + (ro.swapped.empty() ? "" : "; swapping " + std::to_string(ro.swapped.size()) + " slots back"));
   ro.failure = reason;
@@ -699,7 +690,6 @@ void AppSupervisor::complete_rollout() {
   rollout_ = Rollout{};
   phase_ = Phase::Idle;
   long uid = running_ ? running_->uid : -1;
-  bool marks_release = ro.kind == OpRequest::Kind::Deploy || ro.kind == OpRequest::Kind::Rollback;
   if (!ro.failure.empty()) {
     auto reverted = [this, ro] {
       auto cur = store_.current();
@@ -710,10 +700,8 @@ void AppSupervisor::complete_rollout() {
                      0, ro.target});
       finish_op(false, "reverted: " + ro.failure);
     };
-    if (!marks_release) return reverted();
-    return record_then([target = ro.target, failure = ro.failure, uid](releases::ReleaseStore& store, std::string* jerr) {
-      return store.record_failed(target, failure, uid, jerr);
-    }, reverted);
+    if (!marks_release(ro.kind)) return reverted();
+    return record_failed_then(ro.target, ro.failure, reverted);
   }
   auto live = [this, ro] {
     auto took = ms_text(Clock::now() - op_started_);
@@ -721,7 +709,7 @@ void AppSupervisor::complete_rollout() {
       return finish_op(true, "replaced slot " + std::to_string(ro.swapped.empty() ? -1 : ro.swapped[0]));
     finish_op(true, "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took);
   };
-  if (!marks_release) return live();
+  if (!marks_release(ro.kind)) return live();
   // `current` and the journal are written (and fsynced) on the store thread; the operation
   // ends when they are, so its requester never hears "live" before the disk says so.
   phase_ = Phase::Disk;
@@ -782,7 +770,6 @@ void AppSupervisor::update_config(AppConfig app, const AgentSettings& agent) {
   if (log_) log_->set_limits(agent_.log_max_size, agent_.log_max_files);
   // The watch follows the new keys now, whatever runs: it only submits requests.
   const AppConfig& latest = next_app_ ? *next_app_ : app_;
-  bool git_changed = app.git != latest.git || app.branch != latest.branch;
   bool rewatch = app.source != latest.source || app.watch != latest.watch || app.settle != latest.settle ||
                  app.poll_interval != latest.poll_interval;
   if (rewatch && booted_ && !shutting_down_) {
@@ -796,15 +783,19 @@ void AppSupervisor::update_config(AppConfig app, const AgentSettings& agent) {
     }
   }
   if (running_) {
-    next_app_ = std::move(app);
-    if (git_changed) spdlog::info("{}: the git hook follows the new git/branch once the running operation ends", next_app_->name);
+    next_app_ = std::move(app);  // applied by finish_op
     return;
   }
+  apply_config(std::move(app));
+  reconcile();
+}
+
+void AppSupervisor::apply_config(AppConfig app) {
+  bool git_changed = app.git != app_.git || app.branch != app_.branch;
   app_ = std::move(app);
   if (git_changed) install_git_hook();
   refresh_account();
   apply_instances();
-  reconcile();
 }
 
 void AppSupervisor::apply_instances() {
@@ -826,7 +817,7 @@ void AppSupervisor::apply_instances() {
 
 void AppSupervisor::shutdown(std::function<void()> when_empty) {
   shutting_down_ = true;
-  if (build_cancel_) build_cancel_->store(true);
+  if (cancel_) cancel_->store(true);
   watch_.reset();
   when_empty_ = std::move(when_empty);
   if (pending_ && pending_->done) pending_->done(false, "the agent is shutting down");
@@ -905,6 +896,12 @@ void AppSupervisor::record_then(std::function<bool(releases::ReleaseStore&, std:
   store_job([write = std::move(write), name = app_.name](releases::ReleaseStore& store) {
     std::string err;
     if (!write(store, &err)) spdlog::error("{}: journal: {}", name, err);
+  }, std::move(then));
+}
+
+void AppSupervisor::record_failed_then(const std::string& release, const std::string& reason, std::function<void()> then) {
+  record_then([release, reason, uid = running_ ? running_->uid : -1](releases::ReleaseStore& store, std::string* err) {
+    return store.record_failed(release, reason, uid, err);
   }, std::move(then));
 }
 

@@ -98,11 +98,14 @@ class AppSupervisor {
   /// is left.
   void shutdown(std::function<void()> when_empty);
 
-  /// How the supervisor gives its listening sockets back after `agent stop` (want = false) and
-  /// gets them again before workers start after it (want = true, fds filled). The daemon owns
-  /// the sockets; without a hook they stay open.
-  using SocketHook = std::function<bool(bool want, std::vector<int>* fds, std::string* err)>;
-  void set_socket_hook(SocketHook hook) { socket_hook_ = std::move(hook); }
+  /// The daemon owns the listening sockets. After `agent stop` the supervisor gives them back
+  /// (close), and before workers start after it, gets them again (open). Without these they
+  /// stay open.
+  struct ListenSockets {
+    std::function<bool(std::vector<int>* fds, std::string* err)> open;
+    std::function<void()> close;
+  };
+  void set_listen_sockets(ListenSockets sockets) { listen_sockets_ = std::move(sockets); }
 
   const std::string& name() const { return app_.name; }
   const AppConfig& config() const { return app_; }
@@ -172,6 +175,9 @@ class AppSupervisor {
   void complete_rollout();
   void reconcile();
   void apply_instances();
+  /// Makes `app` the config: the git hook follows a new git/branch, the account is looked up
+  /// again, `instances` applied.
+  void apply_config(AppConfig app);
   /// Runs `work` on a thread, then `then` on the loop.
   void off_loop(std::function<void()> work, std::function<void()> then);
   /// Everything that writes the app's state on disk (staging, the journal, `current`,
@@ -179,8 +185,11 @@ class AppSupervisor {
   /// the loop: fsync never holds it, and no job sees another's half-done work.
   void store_job(std::function<void(releases::ReleaseStore&)> work, std::function<void()> then);
   void next_store_job();
-  /// A journal write on the store thread (its failure logged), then `then` on the loop.
+  /// A journal write on the store thread (its failure logged), then `then` on the loop. The
+  /// operation waits for it in Phase::Disk.
   void record_then(std::function<bool(releases::ReleaseStore&, std::string*)> write, std::function<void()> then);
+  /// record_then of "failed" for `release`, asked by the running operation's requester.
+  void record_failed_then(const std::string& release, const std::string& reason, std::function<void()> then);
 
   pid_t spawn_worker(int slot, const std::string& release, bool incoming, std::string* err);
   void watch_output(int fd, int slot, pid_t pid, const char* stream);
@@ -232,7 +241,7 @@ class AppSupervisor {
   AppConfig app_;
   std::optional<AppConfig> next_app_;  // a config reload waiting for the running operation
   std::vector<int> listen_fds_;
-  SocketHook socket_hook_;
+  ListenSockets listen_sockets_;
   bool sockets_closed_ = false;  // by a stop; reopened by the next operation that starts workers
   std::vector<std::string> environ_;
   releases::ReleaseStore store_;
@@ -263,7 +272,7 @@ class AppSupervisor {
   Clock::time_point op_started_;
   Rollout rollout_;
   std::function<void()> when_empty_;
-  std::shared_ptr<std::atomic<bool>> build_cancel_;  // set while staging or a build runs; true stops it
+  std::shared_ptr<std::atomic<bool>> cancel_;  // set while staging or a build runs; true stops it
   std::unique_ptr<watchers::FileWatch> watch_;  // source/watch: the RPM/yum trigger
   std::map<std::uint64_t, std::thread> threads_;  // staging and pruning; joined when they report back
   std::uint64_t next_thread_ = 1;

@@ -33,12 +33,15 @@ bool LogFile::open() {
   return true;
 }
 
-void LogFile::rotate() {
-  for (int i = max_files_; i >= 1; --i) {
-    std::string from = i == 1 ? path_ : path_ + "." + std::to_string(i - 1);
-    std::string to = path_ + "." + std::to_string(i);
-    ::rename(from.c_str(), to.c_str());  // a missing one is fine
+void rotate_numbered(const std::string& path, int keep) {
+  for (int i = keep; i >= 1; --i) {
+    std::string from = i == 1 ? path : path + "." + std::to_string(i - 1);
+    ::rename(from.c_str(), (path + "." + std::to_string(i)).c_str());
   }
+}
+
+void LogFile::rotate() {
+  rotate_numbered(path_, max_files_);
   if (max_files_ < 1) ::unlink(path_.c_str());
   open();
 }

@@ -10,6 +10,10 @@
 
 namespace agent {
 
+/// Renames `path` -> `path`.1 -> ... -> `path`.keep, the oldest dropped (a missing one is
+/// fine). Each file stays whole lines: renamed, never truncated under a reader.
+void rotate_numbered(const std::string& path, int keep);
+
 class LogFile {
  public:
   LogFile(std::string path, std::uint64_t max_size, int max_files);

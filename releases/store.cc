@@ -182,6 +182,7 @@ bool ReleaseStore::link_shared(const std::string& rdir, const std::vector<std::s
 }
 
 bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err) {
+  static const char kCancelled[] = "staging cancelled: the agent is shutting down";
   if (!req.git_repo.empty()) return stage_commit(req, out, err);
   auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
   if (!is_directory(req.from)) return *err = "source directory " + req.from + " does not exist", false;
@@ -196,7 +197,7 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
     while (!cancelled() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   };
   for (int attempt = 1; attempt <= req.max_tries; ++attempt) {
-    if (cancelled()) return *err = "staging cancelled: the agent is shutting down", false;
+    if (cancelled()) return *err = kCancelled, false;
     bool last = attempt == req.max_tries;
     std::string version, before;
     if (!read_version(req.from, req.watch, &version, &before, err)) {
@@ -214,7 +215,7 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
     if (!copied && copy_errno == ECANCELED) {
       std::string cleanup_err;
       remove_tree(tmp, &cleanup_err);
-      return *err = "staging cancelled: the agent is shutting down", false;
+      return *err = kCancelled, false;
     }
     bool vanished = !copied && copy_errno == ENOENT;
     if (vanished || (copied && (!read_file(tmp + "/" + req.watch, &staged, &ignored) ||
@@ -484,10 +485,6 @@ bool ReleaseStore::prune(int keep, const std::set<std::string>& in_use, std::vec
   return true;
 }
 
-}  // namespace releases
-
-namespace releases {
-
 bool ReleaseStore::compact_journal(std::string* note, std::string* err) {
   note->clear();
   std::vector<JournalEntry> entries;
@@ -497,14 +494,18 @@ bool ReleaseStore::compact_journal(std::string* note, std::string* err) {
   std::set<std::string> on_disk(ids.begin(), ids.end());
   size_t refused = 0;
   for (const auto& e : entries) refused += e.event == Event::Refused;
+  size_t drop_refused = refused > kKeepRefused ? refused - kKeepRefused : 0;  // the oldest ones
   std::vector<JournalEntry> kept;
-  size_t seen_refused = 0;
   for (auto& e : entries) {
     if (e.event == Event::Refused) {
-      if (refused - seen_refused++ <= kKeepRefused) kept.push_back(std::move(e));
-    } else if (on_disk.count(e.release)) {
-      kept.push_back(std::move(e));
+      if (drop_refused > 0) {
+        --drop_refused;
+        continue;
+      }
+    } else if (!on_disk.count(e.release)) {
+      continue;
     }
+    kept.push_back(std::move(e));
   }
   if (kept.size() == entries.size()) return true;
   if (!journal_.rewrite(kept, err)) return false;
