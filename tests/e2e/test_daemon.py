@@ -59,10 +59,13 @@ class Daemon(AgentTest):
         r = self.a.cli("start", "web")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("release=", http_get(self.port))  # bound again
+        # restart keeps the socket: a request sent while no worker runs waits in the queue and is
+        # answered. Workers that take 1.5 s to listen make that moment long enough to see.
+        r = self.a.cli("deploy", "web", "--from", self.a.make_release("1.0.1", {"listen_delay_ms": 1500}))
+        self.assertEqual(r.returncode, 0, r.stderr)
         old = {w["pid"] for w in self.a.serving("web")}
-        # restart keeps the socket: a request sent meanwhile waits in the queue and is answered.
         restart = self.a.cli_async("restart", "web")
-        wait_until(lambda: self.a.app_status("web")["state"] in ("stopping", "starting"), 10, "the restart to begin")
+        wait_until(lambda: self.a.app_status("web")["state"] == "starting", 20, "the restart to be starting its workers")
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         self.assertEqual(restart.wait(30), 0, restart.stderr.read())
