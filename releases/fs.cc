@@ -42,8 +42,9 @@ struct Dir {
 
 std::string join(const std::string& a, const char* b) { return a.empty() ? b : a + "/" + b; }
 
-bool copy_bytes(int in, int out, const std::string& path, std::uint64_t size, CopyStats* stats,
-                std::string* err) {
+// A shutdown stops a large file's copy between chunks of at most 64 MiB, not after it.
+bool copy_bytes(int in, int out, const std::string& path, std::uint64_t size, const std::atomic<bool>* cancel,
+                CopyStats* stats, std::string* err) {
   if (size > 0 && ::ioctl(out, FICLONE, in) == 0) {
     stats->cloned++;
     return true;
@@ -52,9 +53,13 @@ bool copy_bytes(int in, int out, const std::string& path, std::uint64_t size, Co
   bool use_cfr = true;
   std::vector<char> buf;
   while (true) {
+    if (cancel && cancel->load()) {
+      errno = ECANCELED;
+      return *err = "copy of " + path + " cancelled", false;
+    }
     ssize_t n;
     if (use_cfr) {
-      n = ::copy_file_range(in, nullptr, out, nullptr, 1 << 30, 0);
+      n = ::copy_file_range(in, nullptr, out, nullptr, 64 << 20, 0);
       if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && done == 0) {
         use_cfr = false;
         continue;
@@ -135,7 +140,7 @@ bool copy_dir(int sfd, int dfd, const std::string& from_path, const std::string&
       }
       Fd out(::openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (out.fd < 0) return *err = errno_message("create", dst), false;
-      if (!copy_bytes(in.fd, out.fd, dst, static_cast<std::uint64_t>(st.st_size), stats, err)) return false;
+      if (!copy_bytes(in.fd, out.fd, dst, static_cast<std::uint64_t>(st.st_size), cancel, stats, err)) return false;
       if (as_root && ::fchown(out.fd, st.st_uid, st.st_gid) != 0) return *err = errno_message("chown", dst), false;
       if (::fchmod(out.fd, perm) != 0) return *err = errno_message("chmod", dst), false;
       ::futimens(out.fd, times);

@@ -249,5 +249,103 @@ class LoopStalls(AgentTest):
             self.assertLess(sum(1 for _ in f), 1000, "the journal was compacted")
 
 
+def process_gone(marker):
+    """True when no process has `marker` in its command line."""
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0
+
+
+class Shutdown(AgentTest):
+    """SIGTERM while a deploy is staging or building: the daemon stops that work, drains its
+    workers and exits 0 well inside TimeoutStopSec; the next daemon finds the store intact."""
+
+    def sigterm_mid_deploy(self, a, deploy, what):
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        rc = a.proc.wait(30)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, f"SIGTERM during {what}")
+        # kill_timeout is 60s and TimeoutStopSec 90s: stopping the work must not wait on either.
+        self.assertLess(took, 15, f"SIGTERM during {what} took {took:.1f}s")
+        out, err = deploy.communicate(timeout=10)
+        self.assertNotEqual(deploy.returncode, 0, "a deploy cut short by a shutdown must not say it went live")
+        self.assertIn("shutting down", out + err)
+        return took
+
+    def restart_and_check(self, a, port, live):
+        a.start()
+        self.assertEqual(a.current("web"), live, "the shutdown must not move current")
+        self.assertIn("release=", http_get(port))
+        app_dir = os.path.join(a.state, "web", "releases")
+        self.assertEqual([d for d in os.listdir(app_dir) if d.endswith(".tmp")], [],
+                         "a half-copied release left behind after the restart")
+        self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("3.0.0")).returncode, 0,
+                         "a deploy after the restart")
+        self.assertEqual(a.stop(), 0)
+
+    def test_sigterm_during_a_build_kills_the_build_and_exits_0(self):
+        port = free_port()
+        marker = f"sleep 6{port}"  # unique: this test's build and nothing else
+        a = self.agent([web_app(port, instances=1, build=f"if [ -f slow ]; then echo slow build; {marker}; fi")])
+        a.start(wait_ready=False)
+        self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.0")).returncode, 0)
+        live = a.current("web")
+        slow = a.make_release("2.0.0")
+        open(os.path.join(slow, "slow"), "w").close()
+        deploy = a.cli_async("deploy", "web", "--from", slow)
+        wait_until(lambda: not process_gone(marker), 30, "the slow build to run")
+        self.assertEqual(a.app_status("web")["state"], "building")
+        self.sigterm_mid_deploy(a, deploy, "a build")
+        wait_until(lambda: process_gone(marker), 5, "the build's processes to be killed with the agent")
+        self.restart_and_check(a, port, live)
+
+    def test_sigterm_during_staging_stops_the_copy_and_exits_0(self):
+        port = free_port()
+        a = self.agent([web_app(port, instances=1)])
+        a.start(wait_ready=False)
+        self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.0")).returncode, 0)
+        live = a.current("web")
+        big = a.make_release("2.0.0")
+        # A tree that takes seconds to copy: 40 dirs x 1,000 files, and one 1 GiB file.
+        for d in range(40):
+            os.makedirs(os.path.join(big, "node_modules", f"m{d}"))
+            for f in range(1000):
+                open(os.path.join(big, "node_modules", f"m{d}", f"f{f}.js"), "w").close()
+        with open(os.path.join(big, "node_modules", "blob.bin"), "wb") as f:
+            f.write(os.urandom(1 << 20) * 1024)
+        deploy = a.cli_async("deploy", "web", "--from", big)
+        wait_until(lambda: a.app_status("web")["state"] == "staging", 30, "the deploy to be staging", interval=0.02)
+        self.sigterm_mid_deploy(a, deploy, "staging")
+        self.restart_and_check(a, port, live)
+
+
+class Prune(AgentTest):
+    def test_a_prune_after_one_deploy_never_removes_what_the_next_one_staged(self):
+        """keep_releases = 1: each activation prunes everything but current. A deploy queued
+        behind a rollout is staged after that rollout's prune (the store thread runs in order),
+        so it goes live whole."""
+        port = free_port()
+        a = self.agent([web_app(port, instances=2, keep_releases=1)])
+        a.start(wait_ready=False)
+        self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.0")).returncode, 0)
+        load = Load(port)
+        second = a.cli_async("deploy", "web", "--from", a.make_release("2.0.0", {"listen_delay_ms": 800}))
+        wait_until(lambda: a.app_status("web")["operation"] == "deploy", 20, "the second deploy to start")
+        third = a.cli_async("deploy", "web", "--from", a.make_release("3.0.0"))
+        wait_until(lambda: a.app_status("web")["queued"] == "deploy", 20, "the third deploy to wait behind it")
+        for p in (second, third):
+            out, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, out + err)
+        self.assertNoFailures(load.stop())
+        live = a.current("web")
+        self.assertTrue(live.endswith("-3.0.0"), live)
+        a.wait_serving("web", 2, release=live)
+        rels = lambda: sorted(os.listdir(os.path.join(a.state, "web", "releases")))
+        # 2.0.0 was still in use (draining) when 3.0.0 went live, so it stays until the next prune.
+        wait_until(lambda: not [r for r in rels() if r.endswith("-1.0.0")], 20, "1.0.0 pruned (keep_releases = 1)")
+        self.assertIn(live, rels())
+        self.assertEqual([r for r in rels() if r not in (live,) and not r.endswith("-2.0.0")], [])
+        self.assertEqual(a.stop(), 0)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
