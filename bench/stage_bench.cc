@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 #include "releases/store.h"
 
 namespace {
@@ -26,7 +26,7 @@ double time_stage(releases::ReleaseStore& store, const releases::StageRequest& r
     std::exit(1);
   }
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  releases::remove_tree(r.dir, &err);
+  base::remove_tree(r.dir, &err);
   return ms;
 }
 }  // namespace

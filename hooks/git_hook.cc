@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 #include "releases/git.h"
 
 namespace hooks {
@@ -78,15 +78,15 @@ bool ensure_git_hook(const GitHookPlan& plan, std::vector<std::string>* notes, s
   if (created) notes->push_back("created bare repository " + plan.repo + " (push to its branch " + plan.branch + " to deploy)");
   std::string dir = plan.repo + "/hooks", path = dir + "/post-receive", existing;
   int repo_fd = ::open(plan.repo.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (repo_fd < 0) return *err = releases::errno_message("open", plan.repo), false;
+  if (repo_fd < 0) return *err = base::errno_message("open", plan.repo), false;
   if (::mkdirat(repo_fd, "hooks", 0755) != 0 && errno != EEXIST) {
-    *err = releases::errno_message("mkdir", dir);
+    *err = base::errno_message("mkdir", dir);
     ::close(repo_fd);
     return false;
   }
   int hooks_fd = ::openat(repo_fd, "hooks", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   ::close(repo_fd);
-  if (hooks_fd < 0) return *err = releases::errno_message("open", dir) + " (a symlink is not followed)", false;
+  if (hooks_fd < 0) return *err = base::errno_message("open", dir) + " (a symlink is not followed)", false;
   struct Closer { int fd; ~Closer() { ::close(fd); } } closer{hooks_fd};
   std::string text = render_post_receive(plan);
   bool exists = false;
@@ -98,7 +98,7 @@ bool ensure_git_hook(const GitHookPlan& plan, std::vector<std::string>* notes, s
                      plan.app + "`");
     return true;
   }
-  if (!releases::write_file_at(hooks_fd, dir, "post-receive", text, 0755, err)) return false;
+  if (!base::write_file_at(hooks_fd, dir, "post-receive", text, 0755, err)) return false;
   notes->push_back((exists ? "updated " : "installed ") + path);
   return true;
 }

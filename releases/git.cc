@@ -10,13 +10,13 @@
 #include <memory>
 #include <mutex>
 
-#include "agent/dynlib.h"
+#include "base/dynlib.h"
 
 namespace releases {
 
 namespace {
 
-// libgit2 is opened on first use, not linked (agent/dynlib.h): a host without git deploys
+// libgit2 is opened on first use, not linked (base/dynlib.h): a host without git deploys
 // never maps it. These pointers hide the library's own declarations in this file.
 #define AGENT_GIT_FUNCTIONS(X)                                                                       \
   X(git_libgit2_init) X(git_libgit2_opts) X(git_error_last) X(git_repository_open_bare)              \
@@ -33,7 +33,7 @@ AGENT_GIT_FUNCTIONS(AGENT_DL_DECLARE)
 bool init_libgit2(std::string* err) {
   static std::mutex mu;
   static bool ok = false;
-  return agent::dynlib::open_once(mu, ok, AGENT_LIBGIT2_SONAME, [](void* handle, std::string& err) {
+  return base::dynlib::open_once(mu, ok, AGENT_LIBGIT2_SONAME, [](void* handle, std::string& err) {
         const char* soname = AGENT_LIBGIT2_SONAME;
         AGENT_GIT_FUNCTIONS(AGENT_DL_RESOLVE)
         git_libgit2_init();
@@ -89,7 +89,7 @@ bool write_all(int fd, const char* p, size_t n, const std::string& path, std::st
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return *err = errno_message("write", path), false;
+    if (w < 0) return *err = base::errno_message("write", path), false;
     p += w;
     n -= static_cast<size_t>(w);
   }
@@ -98,13 +98,13 @@ bool write_all(int fd, const char* p, size_t n, const std::string& path, std::st
 
 struct Exporter {
   git_repository* repo;
-  CopyStats* stats;
+  base::CopyStats* stats;
   std::string* err;
 
   // Writes `tree` into the directory open at `dirfd`; `where` is its path, for messages.
   bool tree(const git_tree* t, int dirfd, const std::string& where, int depth = 0) {
-    if (depth > kMaxTreeDepth)
-      return *err = "the tree nests deeper than " + std::to_string(kMaxTreeDepth) + " directories at \"" + where + "\"", false;
+    if (depth > base::kMaxTreeDepth)
+      return *err = "the tree nests deeper than " + std::to_string(base::kMaxTreeDepth) + " directories at \"" + where + "\"", false;
     size_t n = git_tree_entrycount(t);
     for (size_t i = 0; i < n; ++i) {
       const git_tree_entry* e = git_tree_entry_byindex(t, i);
@@ -112,9 +112,9 @@ struct Exporter {
       if (!git_safe_entry_name(name)) return *err = "the tree has an entry that is not a safe file name: \"" + path + "\"", false;
       switch (git_tree_entry_filemode(e)) {
         case GIT_FILEMODE_TREE: {
-          if (::mkdirat(dirfd, name.c_str(), 0755) != 0) return *err = errno_message("mkdir", path), false;
+          if (::mkdirat(dirfd, name.c_str(), 0755) != 0) return *err = base::errno_message("mkdir", path), false;
           int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-          if (sub < 0) return *err = errno_message("open", path), false;
+          if (sub < 0) return *err = base::errno_message("open", path), false;
           git_tree* st = nullptr;
           bool ok = git_tree_lookup(&st, repo, git_tree_entry_id(e)) == 0;
           Tree holder(st);
@@ -138,15 +138,15 @@ struct Exporter {
             std::string target(data, size);
             if (target.empty() || target.find('\0') != std::string::npos)
               return *err = "the tree has a symlink with an unusable target: \"" + path + "\"", false;
-            if (::symlinkat(target.c_str(), dirfd, name.c_str()) != 0) return *err = errno_message("symlink", path), false;
+            if (::symlinkat(target.c_str(), dirfd, name.c_str()) != 0) return *err = base::errno_message("symlink", path), false;
             ++stats->symlinks;
             break;
           }
           mode_t mode = git_tree_entry_filemode(e) == GIT_FILEMODE_BLOB_EXECUTABLE ? 0755 : 0644;
           int fd = ::openat(dirfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-          if (fd < 0) return *err = errno_message("create", path), false;
+          if (fd < 0) return *err = base::errno_message("create", path), false;
           bool ok = write_all(fd, data, size, path, err);
-          if (::close(fd) != 0 && ok) ok = false, *err = errno_message("close", path);
+          if (::close(fd) != 0 && ok) ok = false, *err = base::errno_message("close", path);
           if (!ok) return false;
           ++stats->files;
           stats->bytes += size;
@@ -238,15 +238,15 @@ bool git_read_file(const std::string& repo_path, const std::string& oid, const s
   return true;
 }
 
-bool git_export(const std::string& repo_path, const std::string& oid, const std::string& to, CopyStats* stats,
+bool git_export(const std::string& repo_path, const std::string& oid, const std::string& to, base::CopyStats* stats,
                 std::string* err) {
   Repo repo;
   Tree tree;
   if (!open_commit_tree(repo_path, oid, &repo, &tree, err)) return false;
   git_tree* t = tree.get();
-  if (::mkdir(to.c_str(), 0755) != 0) return *err = errno_message("mkdir", to), false;
+  if (::mkdir(to.c_str(), 0755) != 0) return *err = base::errno_message("mkdir", to), false;
   int dirfd = ::open(to.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dirfd < 0) return *err = errno_message("open", to), false;
+  if (dirfd < 0) return *err = base::errno_message("open", to), false;
   Exporter ex{repo.get(), stats, err};
   bool ok = ex.tree(t, dirfd, to);
   ::close(dirfd);

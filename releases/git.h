@@ -11,7 +11,7 @@
 
 #include <string>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 
 namespace releases {
 
@@ -35,7 +35,7 @@ bool git_read_file(const std::string& repo, const std::string& oid, const std::s
 
 /// Writes the commit's tree into `to` (which must not exist). On error, whatever was created
 /// under `to` is left for the caller to remove.
-bool git_export(const std::string& repo, const std::string& oid, const std::string& to, CopyStats* stats,
+bool git_export(const std::string& repo, const std::string& oid, const std::string& to, base::CopyStats* stats,
                 std::string* err);
 
 /// True for a tree entry name that can only name a child of its directory.

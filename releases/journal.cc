@@ -8,7 +8,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 #include "releases/version.h"
 
 namespace releases {
@@ -44,7 +44,7 @@ std::string format_line(const JournalEntry& e) {
 bool Journal::rewrite(const std::vector<JournalEntry>& entries, std::string* err) const {
   std::string text;
   for (const auto& e : entries) text += format_line(e);
-  return write_file_atomically(path_, text, 0644, err);
+  return base::write_file_atomically(path_, text, 0644, err);
 }
 
 bool Journal::append(JournalEntry e, std::string* err) const {
@@ -52,7 +52,7 @@ bool Journal::append(JournalEntry e, std::string* err) const {
   std::string line = format_line(e);
 
   int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return *err = errno_message("open", path_), false;
+  if (fd < 0) return *err = base::errno_message("open", path_), false;
   struct stat st {};
   if (::fstat(fd, &st) == 0 && st.st_size > 0) {
     char last = '\n';
@@ -60,8 +60,8 @@ bool Journal::append(JournalEntry e, std::string* err) const {
   }
   ssize_t n = ::write(fd, line.data(), line.size());
   bool ok = n == static_cast<ssize_t>(line.size());
-  if (!ok) *err = n < 0 ? errno_message("append to", path_) : "append to " + path_ + ": short write (disk full?)";
-  if (ok && ::fsync(fd) != 0) ok = false, *err = errno_message("fsync", path_);
+  if (!ok) *err = n < 0 ? base::errno_message("append to", path_) : "append to " + path_ + ": short write (disk full?)";
+  if (ok && ::fsync(fd) != 0) ok = false, *err = base::errno_message("fsync", path_);
   ::close(fd);
   return ok;
 }
@@ -69,7 +69,7 @@ bool Journal::append(JournalEntry e, std::string* err) const {
 bool Journal::read(std::vector<JournalEntry>* out, std::vector<std::string>* warnings, std::string* err) const {
   out->clear();
   std::string text;
-  if (!read_file(path_, &text, err)) {
+  if (!base::read_file(path_, &text, err)) {
     if (errno == ENOENT) return true;
     return false;
   }

@@ -49,7 +49,7 @@ JournalEntry entry_about(const std::vector<JournalEntry>& history, Event event, 
 ReleaseStore::ReleaseStore(std::string app_dir) : app_dir_(std::move(app_dir)), journal_(app_dir_ + "/journal.jsonl") {}
 
 bool ReleaseStore::init(std::string* err) {
-  return make_dirs(releases_dir(), err) && make_dirs(shared_dir(), err);
+  return base::make_dirs(releases_dir(), err) && base::make_dirs(shared_dir(), err);
 }
 
 std::vector<std::string> ReleaseStore::release_ids() const {
@@ -59,7 +59,7 @@ std::vector<std::string> ReleaseStore::release_ids() const {
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name.empty() || name[0] == '.' || name.ends_with(".tmp")) continue;
-    if (is_directory(releases_dir() + "/" + name)) ids.push_back(name);
+    if (base::is_directory(releases_dir() + "/" + name)) ids.push_back(name);
   }
   ::closedir(d);
   std::sort(ids.begin(), ids.end());
@@ -73,7 +73,7 @@ std::optional<std::string> ReleaseStore::current() const {
   std::string target(buf, static_cast<size_t>(n));
   size_t slash = target.rfind('/');
   std::string id = slash == std::string::npos ? target : target.substr(slash + 1);
-  if (id.empty() || !is_directory(release_dir(id))) return std::nullopt;
+  if (id.empty() || !base::is_directory(release_dir(id))) return std::nullopt;
   return id;
 }
 
@@ -100,7 +100,7 @@ std::vector<std::string> ReleaseStore::activation_stack(const std::vector<Journa
       case Event::Refused: break;
     }
   }
-  std::erase_if(stack, [&](const std::string& id) { return !is_directory(release_dir(id)); });
+  std::erase_if(stack, [&](const std::string& id) { return !base::is_directory(release_dir(id)); });
   // `current` is the truth for what is live, even if a crash kept the journal from saying so:
   // as with an activation, what was above it is no longer in the history.
   if (auto cur = current()) {
@@ -115,7 +115,7 @@ bool ReleaseStore::recover(std::vector<std::string>* notes, std::string* err) {
   if (!init(err)) return false;
   ::unlink((current_link() + ".tmp").c_str());
   DIR* d = ::opendir(releases_dir().c_str());
-  if (!d) return *err = errno_message("open", releases_dir()), false;
+  if (!d) return *err = base::errno_message("open", releases_dir()), false;
   std::vector<std::string> leftovers;
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
@@ -125,7 +125,7 @@ bool ReleaseStore::recover(std::vector<std::string>* notes, std::string* err) {
   for (const auto& name : leftovers) {
     // Never fatal: a leftover that cannot be removed must not keep the agent (every app) down.
     std::string rm_err;
-    if (!remove_tree(releases_dir() + "/" + name, &rm_err))
+    if (!base::remove_tree(releases_dir() + "/" + name, &rm_err))
       notes->push_back("could not remove " + releases_dir() + "/" + name + " (left half-done by an earlier run): " + rm_err +
                        "; remove it by hand");
     else
@@ -157,7 +157,7 @@ std::string ReleaseStore::unique_id(const std::string& version) const {
 bool ReleaseStore::link_shared(const std::string& rdir, const std::vector<std::string>& dirs, std::string* err) {
   for (const auto& rel : dirs) {
     std::string shared = shared_dir() + "/" + rel;
-    if (!make_dirs(shared, err)) return false;
+    if (!base::make_dirs(shared, err)) return false;
     // Each parent inside the release must be a real directory: a symlink there could point the
     // link (and what the app then writes) outside the release.
     std::string parent = rdir;
@@ -170,13 +170,13 @@ bool ReleaseStore::link_shared(const std::string& rdir, const std::vector<std::s
       if (::lstat(parent.c_str(), &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return *err = "linked_dirs \"" + rel + "\": " + parent + " is not a directory in the release", false;
       } else if (::mkdir(parent.c_str(), 0755) != 0) {
-        return *err = errno_message("mkdir", parent), false;
+        return *err = base::errno_message("mkdir", parent), false;
       }
       pos = slash + 1;
     }
     std::string link = rdir + "/" + rel;
-    if (!remove_tree(link, err)) return false;  // what the package shipped there is replaced
-    if (::symlink(shared.c_str(), link.c_str()) != 0) return *err = errno_message("symlink", link), false;
+    if (!base::remove_tree(link, err)) return false;  // what the package shipped there is replaced
+    if (::symlink(shared.c_str(), link.c_str()) != 0) return *err = base::errno_message("symlink", link), false;
   }
   return true;
 }
@@ -185,7 +185,7 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
   static const char kCancelled[] = "staging cancelled: the agent is shutting down";
   if (!req.git_repo.empty()) return stage_commit(req, out, err);
   auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
-  if (!is_directory(req.from)) return *err = "source directory " + req.from + " does not exist", false;
+  if (!base::is_directory(req.from)) return *err = "source directory " + req.from + " does not exist", false;
   if (!init(err)) return false;
   // An installer may still be writing: a watched file that does not parse yet, a file that
   // vanishes mid-copy, or a watched file that changed by the end all mean "stage again".
@@ -201,34 +201,34 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
     bool last = attempt == req.max_tries;
     std::string version, before;
     if (!read_version(req.from, req.watch, &version, &before, err)) {
-      if (last || !is_directory(req.from)) return false;
+      if (last || !base::is_directory(req.from)) return false;
       again(attempt, *err);
       continue;
     }
     std::string id = unique_id(version), tmp = release_dir(id) + ".tmp";
     say("staging " + req.from + " (version " + version + ") into " + tmp);
-    CopyStats stats;
+    base::CopyStats stats;
     std::string staged, after, ignored;
-    timespec copy_began = change_clock();
-    bool copied = copy_tree(req.from, tmp, &stats, err, req.cancel.get());
+    timespec copy_began = base::change_clock();
+    bool copied = base::copy_tree(req.from, tmp, &stats, err, req.cancel.get());
     int copy_errno = errno;
     if (!copied && copy_errno == ECANCELED) {
       std::string cleanup_err;
-      remove_tree(tmp, &cleanup_err);
+      base::remove_tree(tmp, &cleanup_err);
       return *err = kCancelled, false;
     }
     bool vanished = !copied && copy_errno == ENOENT;
-    if (vanished || (copied && (!read_file(tmp + "/" + req.watch, &staged, &ignored) ||
-                                !read_file(req.from + "/" + req.watch, &after, &ignored) || staged != before || after != before))) {
+    if (vanished || (copied && (!base::read_file(tmp + "/" + req.watch, &staged, &ignored) ||
+                                !base::read_file(req.from + "/" + req.watch, &after, &ignored) || staged != before || after != before))) {
       std::string cleanup_err;
-      remove_tree(tmp, &cleanup_err);
+      base::remove_tree(tmp, &cleanup_err);
       if (vanished && last) return *err = "staging failed: " + *err, false;
       if (!last) again(attempt, vanished ? *err : req.watch + " changed while staging (an installer still writing?)");
       continue;
     }
     if (!copied) {
       std::string cleanup_err;
-      if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
+      if (!base::remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
       *err = "staging failed: " + *err;
       return false;
     }
@@ -242,11 +242,11 @@ bool ReleaseStore::stage(const StageRequest& req, Release* out, std::string* err
       long long ns = static_cast<long long>(copy_began.tv_sec) * 1'000'000'000 + copy_began.tv_nsec -
                      std::min<long long>(req.quiet.count(), 86'400'000) * 1'000'000;
       timespec since{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-      if (!changed_since(req.from, since, &changed, &walk_err)) changed = "(" + walk_err + ")";
+      if (!base::changed_since(req.from, since, &changed, &walk_err)) changed = "(" + walk_err + ")";
     }
     if (!changed.empty()) {
       std::string cleanup_err;
-      remove_tree(tmp, &cleanup_err);
+      base::remove_tree(tmp, &cleanup_err);
       if (last) {
         *err = req.from + " kept changing while staging (" + std::to_string(req.max_tries) + " tries, last: " + changed +
                "): is an installer still writing? Nothing was staged";
@@ -282,10 +282,10 @@ bool ReleaseStore::stage_commit(const StageRequest& req, Release* out, std::stri
   say("exporting commit " + commit.short_id + " (" + commit.summary + ") into " + tmp);
   StageRequest with_oid = req;
   with_oid.revision = commit.oid;  // the journal keeps the full id, whatever name was pushed
-  CopyStats stats;
+  base::CopyStats stats;
   if (!git_export(req.git_repo, commit.oid, tmp, &stats, err)) {
     std::string cleanup_err;
-    if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
+    if (!base::remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
     *err = "staging commit " + commit.short_id + " failed: " + *err;
     return false;
   }
@@ -293,14 +293,14 @@ bool ReleaseStore::stage_commit(const StageRequest& req, Release* out, std::stri
 }
 
 bool ReleaseStore::finish_staging(const StageRequest& req, const std::string& id, const std::string& version,
-                                  const CopyStats& stats, int attempt, Release* out, std::string* err) {
+                                  const base::CopyStats& stats, int attempt, Release* out, std::string* err) {
   auto say = [&](const std::string& s) { if (req.progress) req.progress(s); };
   std::string tmp = release_dir(id) + ".tmp";
-  bool ok = link_shared(tmp, req.linked_dirs, err) && sync_filesystem(tmp, err);
-  if (ok && ::rename(tmp.c_str(), release_dir(id).c_str()) != 0) ok = false, *err = errno_message("rename " + tmp + " to", release_dir(id));
+  bool ok = link_shared(tmp, req.linked_dirs, err) && base::sync_filesystem(tmp, err);
+  if (ok && ::rename(tmp.c_str(), release_dir(id).c_str()) != 0) ok = false, *err = base::errno_message("rename " + tmp + " to", release_dir(id));
   if (!ok) {
     std::string cleanup_err;
-    if (!remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
+    if (!base::remove_tree(tmp, &cleanup_err)) *err += "; and cleaning up: " + cleanup_err;
     *err = "staging failed: " + *err;
     return false;
   }
@@ -311,9 +311,9 @@ bool ReleaseStore::finish_staging(const StageRequest& req, const std::string& id
   e.source = req.source;
   e.revision = req.revision;
   e.uid = req.uid;
-  if (!fsync_dir(releases_dir(), err) || !journal_.append(e, err)) {
+  if (!base::fsync_dir(releases_dir(), err) || !journal_.append(e, err)) {
     std::string cleanup_err;
-    remove_tree(release_dir(id), &cleanup_err);
+    base::remove_tree(release_dir(id), &cleanup_err);
     return false;
   }
   *out = Release{id, release_dir(id), version, req.revision, stats, attempt};
@@ -328,12 +328,12 @@ bool ReleaseStore::switch_current(const std::string& id, const std::vector<Journ
   char old[4096];
   ssize_t n = ::readlink(current_link().c_str(), old, sizeof old - 1);
   std::string previous = n > 0 ? std::string(old, static_cast<size_t>(n)) : "";
-  if (!replace_symlink("releases/" + id, current_link(), err)) return false;
+  if (!base::replace_symlink("releases/" + id, current_link(), err)) return false;
   for (const auto& e : lines) {
     if (journal_.append(e, err)) continue;
     // The journal must say what current says: put current back rather than leave them apart.
     std::string undo_err;
-    bool undone = previous.empty() ? ::unlink(current_link().c_str()) == 0 : replace_symlink(previous, current_link(), &undo_err);
+    bool undone = previous.empty() ? ::unlink(current_link().c_str()) == 0 : base::replace_symlink(previous, current_link(), &undo_err);
     *err += undone ? "; current left as it was" : "; and restoring current failed: " + undo_err;
     return false;
   }
@@ -341,7 +341,7 @@ bool ReleaseStore::switch_current(const std::string& id, const std::vector<Journ
 }
 
 bool ReleaseStore::activate(const std::string& id, const std::string& reason, long uid, std::string* err) {
-  if (!valid_release_id(id) || !is_directory(release_dir(id))) return *err = "no release " + id + " in " + releases_dir(), false;
+  if (!valid_release_id(id) || !base::is_directory(release_dir(id))) return *err = "no release " + id + " in " + releases_dir(), false;
   std::vector<JournalEntry> entries;
   if (!read_journal(&entries, err)) return false;
   return switch_current(id, {entry_about(entries, Event::Activated, id, reason, uid)}, err);
@@ -379,7 +379,7 @@ bool ReleaseStore::rollback_target(int n, std::string* id, std::string* err) con
 }
 
 bool ReleaseStore::check_rollback_to(const std::string& id, std::string* err) const {
-  if (!valid_release_id(id) || !is_directory(release_dir(id))) return *err = "no release " + id + " (see agent releases)", false;
+  if (!valid_release_id(id) || !base::is_directory(release_dir(id))) return *err = "no release " + id + " (see agent releases)", false;
   if (current() == id) return *err = id + " is already current", false;
   std::vector<JournalEntry> entries;
   if (!read_journal(&entries, err)) return false;
@@ -477,8 +477,8 @@ bool ReleaseStore::prune(int keep, const std::set<std::string>& in_use, std::vec
     if (protect.count(id)) continue;
     // Rename first so a crash mid-removal leaves a .tmp (cleaned at start), not a half release.
     std::string doomed = release_dir(id) + ".tmp";
-    if (::rename(release_dir(id).c_str(), doomed.c_str()) != 0) return *err = errno_message("rename", release_dir(id)), false;
-    if (!remove_tree(doomed, err)) return false;
+    if (::rename(release_dir(id).c_str(), doomed.c_str()) != 0) return *err = base::errno_message("rename", release_dir(id)), false;
+    if (!base::remove_tree(doomed, err)) return false;
     removed->push_back(id);
     --count;
   }

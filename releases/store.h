@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 #include "releases/journal.h"
 
 namespace releases {
@@ -45,7 +45,7 @@ struct StageRequest {
 struct Release {
   std::string id, dir, version;
   std::string revision;  // git: the commit, once resolved (set even when staging then fails)
-  CopyStats stats;
+  base::CopyStats stats;
   int tries = 0;
 };
 
@@ -134,7 +134,7 @@ class ReleaseStore {
   bool switch_current(const std::string& id, const std::vector<JournalEntry>& lines, std::string* err);
   bool stage_commit(const StageRequest& req, Release* out, std::string* err);
   /// Links shared dirs into releases/<id>.tmp, syncs, renames it into place, journals "staged".
-  bool finish_staging(const StageRequest& req, const std::string& id, const std::string& version, const CopyStats& stats,
+  bool finish_staging(const StageRequest& req, const std::string& id, const std::string& version, const base::CopyStats& stats,
                       int attempt, Release* out, std::string* err);
   bool link_shared(const std::string& release_dir, const std::vector<std::string>& dirs, std::string* err);
 

@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 
 namespace releases {
 
@@ -48,7 +48,7 @@ bool version_from_text(const std::string& watch, const std::string& text, const 
 bool read_version(const std::string& dir, const std::string& watch, std::string* version, std::string* raw,
                   std::string* err) {
   std::string path = dir + "/" + watch;
-  if (!read_file(path, raw, err)) return false;
+  if (!base::read_file(path, raw, err)) return false;
   return version_from_text(watch, *raw, path, version, err);
 }
 

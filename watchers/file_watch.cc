@@ -8,7 +8,7 @@
 #include <cstring>
 #include <spdlog/spdlog.h>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 
 namespace watchers {
 namespace {
@@ -20,8 +20,8 @@ std::string dirname_of(const std::string& path) {
 
 }  // namespace
 
-FileWatch::FileWatch(agent::EventLoop& loop, std::string source_dir, std::string watch_rel, agent::Millis settle,
-                     std::optional<agent::Millis> poll_interval, std::function<void(const std::string&)> on_change)
+FileWatch::FileWatch(base::EventLoop& loop, std::string source_dir, std::string watch_rel, base::Millis settle,
+                     std::optional<base::Millis> poll_interval, std::function<void(const std::string&)> on_change)
     : loop_(loop),
       source_(std::move(source_dir)),
       watch_rel_(std::move(watch_rel)),
@@ -99,7 +99,7 @@ void FileWatch::check() {
     poll_timer_ = loop_.after(*poll_, [this] { check(); });
   }
   std::string content, err;
-  if (!releases::read_file(source_ + "/" + watch_rel_, &content, &err)) {
+  if (!base::read_file(source_ + "/" + watch_rel_, &content, &err)) {
     spdlog::info("watch: {} (waiting for it)", err);
     return;
   }
@@ -107,7 +107,7 @@ void FileWatch::check() {
     spdlog::info("watch: {}/{} settled, content unchanged: nothing to deploy", source_, watch_rel_);
     return;
   }
-  spdlog::info("watch: {}/{} changed and settled for {}: deploying", source_, watch_rel_, agent::format_duration(settle_));
+  spdlog::info("watch: {}/{} changed and settled for {}: deploying", source_, watch_rel_, base::format_duration(settle_));
   deployed_ = content;  // a refused package is not retried on every event; the next change is
   on_change_(content);
 }

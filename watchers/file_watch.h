@@ -13,15 +13,15 @@
 #include <optional>
 #include <string>
 
-#include "agent/event_loop.h"
-#include "agent/units.h"
+#include "base/event_loop.h"
+#include "base/units.h"
 
 namespace watchers {
 
 class FileWatch {
  public:
-  FileWatch(agent::EventLoop& loop, std::string source_dir, std::string watch_rel, agent::Millis settle,
-            std::optional<agent::Millis> poll_interval, std::function<void(const std::string& content)> on_change);
+  FileWatch(base::EventLoop& loop, std::string source_dir, std::string watch_rel, base::Millis settle,
+            std::optional<base::Millis> poll_interval, std::function<void(const std::string& content)> on_change);
   ~FileWatch();
   FileWatch(const FileWatch&) = delete;
   FileWatch& operator=(const FileWatch&) = delete;
@@ -39,14 +39,14 @@ class FileWatch {
   void quiet_for_a_while();
   void check();
 
-  agent::EventLoop& loop_;
+  base::EventLoop& loop_;
   std::string source_, watch_rel_, dir_, parent_;
-  agent::Millis settle_;
-  std::optional<agent::Millis> poll_;
+  base::Millis settle_;
+  std::optional<base::Millis> poll_;
   std::function<void(const std::string&)> on_change_;
   int fd_ = -1;
   int dir_wd_ = -1, parent_wd_ = -1;
-  agent::EventLoop::Id watch_ = 0, settle_timer_ = 0, poll_timer_ = 0;
+  base::EventLoop::Id watch_ = 0, settle_timer_ = 0, poll_timer_ = 0;
   std::string deployed_;
 };
 

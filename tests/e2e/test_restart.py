@@ -1,6 +1,6 @@
 """kill -9 of the agent, while a rollout is half done and while it stages a release. The
 workers it leaves keep serving; the next agent takes the listening socket over from them
-(agent/orphans.h), so no connection is refused across the restart, runs `current` (a complete
+(agent/process/orphans.h), so no connection is refused across the restart, runs `current` (a complete
 release) and drains the orphans, whatever release they ran."""
 import json
 import os

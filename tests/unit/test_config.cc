@@ -2,7 +2,7 @@
 
 #include <csignal>
 
-#include "agent/config.h"
+#include "agent/config/config.h"
 #include "testutil.h"
 
 using namespace agent;

@@ -7,7 +7,7 @@
 #include <chrono>
 #include <memory>
 
-#include "agent/control.h"
+#include "agent/daemon/control.h"
 
 using agent::ControlRequest;
 using agent::parse_control_request;
@@ -52,7 +52,7 @@ TEST_CASE("control: anything else is refused with its reason") {
 TEST_CASE("control: a client that does not read loses progress lines, never the outcome") {
   int sv[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
-  agent::EventLoop loop;
+  base::EventLoop loop;
   auto session = std::make_shared<agent::Session>(loop, sv[0], 0, 0);
   // Far more than the pending cap, with nobody reading: the agent's side must not grow with it.
   const std::string line(200, 'x');

@@ -210,14 +210,14 @@ TEST_CASE("hostile trees cannot write outside the release directory") {
   for (const auto& c : cases) {
     CAPTURE(c.what);
     std::string sha = raw_commit(repo, raw_tree(repo, c.entries));
-    CopyStats stats;
+    base::CopyStats stats;
     std::string err, to = t / "export";
     CHECK_FALSE(git_export(bare, sha, to, &stats, &err));
     CHECK(err.find(c.expect) != std::string::npos);
     CHECK(::access((t / "outside/x").c_str(), F_OK) != 0);
     CHECK(::access((t / "x").c_str(), F_OK) != 0);
     CHECK(::access((t / "outside/b").c_str(), F_OK) != 0);
-    remove_tree(to, &err);
+    base::remove_tree(to, &err);
     // Through the store, a failed export leaves nothing behind.
     ReleaseStore store(t / "state");
     StageRequest req;
@@ -233,7 +233,7 @@ TEST_CASE("hostile trees cannot write outside the release directory") {
   }
   // A symlink pointing outside is kept as a link (never followed while exporting).
   std::string sha = raw_commit(repo, raw_tree(repo, {{"120000 out", outside_link}, {"100644 package.json", pkg}}));
-  CopyStats stats;
+  base::CopyStats stats;
   std::string err;
   REQUIRE_MESSAGE(git_export(bare, sha, t / "ok", &stats, &err), err);
   struct stat st {};
@@ -320,7 +320,7 @@ TEST_CASE("the hook is written safely into a repository the pusher owns") {
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].find("left alone") != std::string::npos);
   std::string dir_err;
-  releases::remove_tree(plan.repo + "/hooks", &dir_err);
+  base::remove_tree(plan.repo + "/hooks", &dir_err);
   ::mkdir((t / "elsewhere").c_str(), 0755);
   REQUIRE(::symlink((t / "elsewhere").c_str(), (plan.repo + "/hooks").c_str()) == 0);
   CHECK_FALSE(hooks::ensure_git_hook(plan, &notes, &err));
@@ -335,33 +335,33 @@ TEST_CASE("a tree nested deeper than the limit is refused, not exported") {
   git_repository* repo = nullptr;
   REQUIRE(git_repository_open_bare(&repo, bare.c_str()) == 0);
   git_oid leaf = raw_tree(repo, {{"100644 f", blob(repo, "x")}});
-  for (int i = 0; i < kMaxTreeDepth + 5; ++i) leaf = raw_tree(repo, {{"40000 d", leaf}});
+  for (int i = 0; i < base::kMaxTreeDepth + 5; ++i) leaf = raw_tree(repo, {{"40000 d", leaf}});
   std::string sha = raw_commit(repo, raw_tree(repo, {{"40000 d", leaf}, {"100644 package.json", blob(repo, R"({"version":"1"})")}}));
   git_repository_free(repo);
-  CopyStats stats;
+  base::CopyStats stats;
   std::string err;
   CHECK_FALSE(git_export(bare, sha, t / "out", &stats, &err));
   CHECK(err.find("nests deeper than 256 directories") != std::string::npos);
-  CHECK(remove_tree(t / "out", &err));  // and what was written can be removed
+  CHECK(base::remove_tree(t / "out", &err));  // and what was written can be removed
 }
 
-TEST_CASE("changed_since sees writes, creations and deletions anywhere in a tree") {
+TEST_CASE("base::changed_since sees writes, creations and deletions anywhere in a tree") {
   TempDir t;
   testutil::write(t / "src/a/b/c.js", "1");
   testutil::write(t / "src/d.js", "1");
   usleep(20'000);  // past the coarse clock's tick
-  timespec since = change_clock();
+  timespec since = base::change_clock();
   usleep(20'000);
   std::string changed, err;
-  REQUIRE(changed_since(t / "src", since, &changed, &err));
+  REQUIRE(base::changed_since(t / "src", since, &changed, &err));
   CHECK(changed.empty());
   testutil::write(t / "src/a/b/c.js", "2");
-  REQUIRE(changed_since(t / "src", since, &changed, &err));
+  REQUIRE(base::changed_since(t / "src", since, &changed, &err));
   CHECK(changed == t / "src/a/b/c.js");
 
-  since = change_clock();
+  since = base::change_clock();
   usleep(20'000);
   ::unlink((t / "src/d.js").c_str());  // a deletion moves the directory's ctime
-  REQUIRE(changed_since(t / "src", since, &changed, &err));
+  REQUIRE(base::changed_since(t / "src", since, &changed, &err));
   CHECK(changed == t / "src");
 }

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "agent/launch_env.h"
+#include "agent/process/launch_env.h"
 #include "testutil.h"
 
 using namespace agent;
@@ -21,12 +21,12 @@ struct Fixture {
     app.command = {"node", "app.js"};
     app.instances = 2;
     std::string err;
-    app.listen.push_back(*parse_listen("127.0.0.1:8197", &err));
+    app.listen.push_back(*base::parse_listen("127.0.0.1:8197", &err));
     ctx.release_dir = d / "releases/r1";
     ctx.release_id = "r1";
     ctx.version = "1.0.0";
     REQUIRE(lookup_account(app, &ctx.account, &err));
-    releases::make_dirs(ctx.release_dir, &err);
+    base::make_dirs(ctx.release_dir, &err);
   }
   LaunchEnv build() {
     LaunchEnv env;

@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 #include "releases/journal.h"
 #include "releases/version.h"
 #include "testutil.h"
@@ -77,14 +77,14 @@ TEST_CASE("release id: UTC time then the sanitized version, sortable") {
   CHECK(iso_time(t) == "2026-11-22T10:15:00Z");
 }
 
-TEST_CASE("copy_tree: files with modes and times, symlinks as links, empty dirs") {
+TEST_CASE("base::copy_tree: files with modes and times, symlinks as links, empty dirs") {
   TempDir d;
   testutil::write(d / "src/app.js", "console.log(1)\n", 0644);
   testutil::write(d / "src/bin/run", "#!/bin/sh\n", 0755);
   testutil::write(d / "src/secret", "s", 0600);
   std::string err;
-  REQUIRE(make_dirs(d / "src/empty", &err));
-  REQUIRE(make_dirs(d / "src/ro", &err));
+  REQUIRE(base::make_dirs(d / "src/empty", &err));
+  REQUIRE(base::make_dirs(d / "src/ro", &err));
   testutil::write(d / "src/ro/file", "x");
   ::chmod((d / "src/ro").c_str(), 0555);
   REQUIRE(::symlink("app.js", (d / "src/link").c_str()) == 0);
@@ -93,8 +93,8 @@ TEST_CASE("copy_tree: files with modes and times, symlinks as links, empty dirs"
   timespec old[2] = {{1'000'000'000, 0}, {1'000'000'000, 0}};
   REQUIRE(::utimensat(AT_FDCWD, (d / "src/app.js").c_str(), old, 0) == 0);
 
-  CopyStats stats;
-  REQUIRE_MESSAGE(copy_tree(d / "src", d / "dst", &stats, &err), err);
+  base::CopyStats stats;
+  REQUIRE_MESSAGE(base::copy_tree(d / "src", d / "dst", &stats, &err), err);
   CHECK(stats.files == 4);
   CHECK(stats.symlinks == 3);
   CHECK(stats.dirs == 3);
@@ -108,44 +108,44 @@ TEST_CASE("copy_tree: files with modes and times, symlinks as links, empty dirs"
   CHECK((st.st_mode & 0777) == 0555);
   REQUIRE(::stat((d / "dst/app.js").c_str(), &st) == 0);
   CHECK(st.st_mtim.tv_sec == 1'000'000'000);
-  CHECK(is_directory(d / "dst/empty"));
+  CHECK(base::is_directory(d / "dst/empty"));
   char buf[64] = {};
   REQUIRE(::readlink((d / "dst/abs").c_str(), buf, sizeof buf - 1) > 0);
   CHECK(std::string(buf) == "/etc/passwd");  // kept as a link, not followed or copied
   REQUIRE(::lstat((d / "dst/dangling").c_str(), &st) == 0);
   CHECK(S_ISLNK(st.st_mode));
 
-  CHECK_FALSE(copy_tree(d / "src", d / "dst", &stats, &err));  // the target must not exist
+  CHECK_FALSE(base::copy_tree(d / "src", d / "dst", &stats, &err));  // the target must not exist
   CHECK(err.find("mkdir " + d / "dst: File exists") == 0);
   // A file swapped for a fifo mid-copy must not hang the copy.
   ::unlink((d / "src/app.js").c_str());
   REQUIRE(::mkfifo((d / "src/app.js").c_str(), 0644) == 0);
-  CHECK(copy_tree(d / "src", d / "dst3", &stats, &err));  // at stat time already a fifo: skipped
+  CHECK(base::copy_tree(d / "src", d / "dst3", &stats, &err));  // at stat time already a fifo: skipped
   CHECK(stats.skipped == 1);
-  CHECK_FALSE(copy_tree(d / "nope", d / "dst2", &stats, &err));
+  CHECK_FALSE(base::copy_tree(d / "nope", d / "dst2", &stats, &err));
   CHECK(err == "open " + d / "nope: No such file or directory");
 }
 
-TEST_CASE("remove_tree: removes read-only trees, never follows links") {
+TEST_CASE("base::remove_tree: removes read-only trees, never follows links") {
   TempDir d;
   testutil::write(d / "outside/keep", "precious");
   testutil::write(d / "t/a/b/c", "x");
   ::chmod((d / "t/a/b").c_str(), 0555);
   REQUIRE(::symlink((d / "outside").c_str(), (d / "t/link").c_str()) == 0);
   std::string err;
-  REQUIRE_MESSAGE(remove_tree(d / "t", &err), err);
-  CHECK_FALSE(is_directory(d / "t"));
+  REQUIRE_MESSAGE(base::remove_tree(d / "t", &err), err);
+  CHECK_FALSE(base::is_directory(d / "t"));
   CHECK(testutil::read(d / "outside/keep") == "precious");
-  CHECK(remove_tree(d / "t", &err));  // already gone: fine
+  CHECK(base::remove_tree(d / "t", &err));  // already gone: fine
 }
 
-TEST_CASE("replace_symlink: switches atomically and leaves no temp link") {
+TEST_CASE("base::replace_symlink: switches atomically and leaves no temp link") {
   TempDir d;
   std::string err;
-  REQUIRE(make_dirs(d / "releases/a", &err));
-  REQUIRE(make_dirs(d / "releases/b", &err));
-  REQUIRE(replace_symlink("releases/a", d / "current", &err));
-  REQUIRE(replace_symlink("releases/b", d / "current", &err));
+  REQUIRE(base::make_dirs(d / "releases/a", &err));
+  REQUIRE(base::make_dirs(d / "releases/b", &err));
+  REQUIRE(base::replace_symlink("releases/a", d / "current", &err));
+  REQUIRE(base::replace_symlink("releases/b", d / "current", &err));
   char buf[64] = {};
   REQUIRE(::readlink((d / "current").c_str(), buf, sizeof buf - 1) > 0);
   CHECK(std::string(buf) == "releases/b");

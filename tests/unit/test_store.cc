@@ -178,7 +178,7 @@ TEST_CASE("release ids from outside are checked: no escape from releases/") {
   ReleaseStore store(d / "app");
   std::string a = deploy(store, d / "src", "1.0.0"), err;
   std::string b = deploy(store, d / "src", "1.1.0");
-  releases::make_dirs(d / "evil", &err);
+  base::make_dirs(d / "evil", &err);
   CHECK_FALSE(store.check_rollback_to("../../evil", &err));
   CHECK_FALSE(store.rollback_to("../../evil", 0, &err));
   CHECK_FALSE(store.activate("../../evil", "x", 0, &err));
@@ -192,7 +192,7 @@ TEST_CASE("current in the middle of the history: what was above it is gone") {
   std::string b = deploy(store, d / "src", "1.1.0");
   std::string c = deploy(store, d / "src", "1.2.0");
   std::string err, target;
-  REQUIRE(replace_symlink("releases/" + b, store.current_link(), &err));  // switched; the journal line lost
+  REQUIRE(base::replace_symlink("releases/" + b, store.current_link(), &err));  // switched; the journal line lost
   REQUIRE(store.rollback_target(1, &target, &err));
   CHECK(target == a);  // not c
 }
@@ -234,8 +234,8 @@ TEST_CASE("stage: linked_dirs point into shared/, replacing what the package shi
   char buf[256] = {};
   REQUIRE(::readlink((r.dir + "/logs").c_str(), buf, sizeof buf - 1) > 0);
   CHECK(std::string(buf) == store.shared_dir() + "/logs");
-  CHECK(is_directory(store.shared_dir() + "/var/uploads"));
-  CHECK(is_directory(r.dir + "/var/uploads"));  // through the link
+  CHECK(base::is_directory(store.shared_dir() + "/var/uploads"));
+  CHECK(base::is_directory(r.dir + "/var/uploads"));  // through the link
   CHECK(testutil::read(d / "src/logs/old.log") == "shipped by mistake");  // the source is never touched
 
   // A parent that is a symlink in the tree could aim the link outside the release: refused.
@@ -371,7 +371,7 @@ TEST_CASE("recover: what a crash left half-done is cleaned, and current is journ
   testutil::write(store.releases_dir() + "/20261122T000000Z-9.9.9.tmp/half.js", "par");
   REQUIRE(::symlink("releases/x", (store.current_link() + ".tmp").c_str()) == 0);
   std::string err;
-  REQUIRE(replace_symlink("releases/" + b, store.current_link(), &err));
+  REQUIRE(base::replace_symlink("releases/" + b, store.current_link(), &err));
 
   std::vector<std::string> notes;
   REQUIRE_MESSAGE(store.recover(&notes, &err), err);
@@ -396,7 +396,7 @@ TEST_CASE("recover: what a crash left half-done is cleaned, and current is journ
 TEST_CASE("stage on a full disk: refused, no .tmp left, current and journal untouched" * doctest::skip(::geteuid() != 0)) {
   TempDir d;
   std::string err;
-  REQUIRE(make_dirs(d / "state", &err));
+  REQUIRE(base::make_dirs(d / "state", &err));
   REQUIRE_MESSAGE(::mount("tmpfs", (d / "state").c_str(), "tmpfs", 0, "size=1m") == 0, "mount tmpfs: ", std::strerror(errno));
   struct Unmount { std::string p; ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); } } unmount{d / "state"};
 

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "releases/fs.h"
+#include "base/fs.h"
 
 namespace testutil {
 
@@ -21,7 +21,7 @@ struct TempDir {
   }
   ~TempDir() {
     std::string err;
-    releases::remove_tree(path, &err);
+    base::remove_tree(path, &err);
   }
   std::string operator/(const std::string& rel) const { return path + "/" + rel; }
 };
@@ -29,14 +29,14 @@ struct TempDir {
 inline void write(const std::string& path, const std::string& text, mode_t mode = 0644) {
   std::string err;
   size_t slash = path.rfind('/');
-  releases::make_dirs(path.substr(0, slash), &err);
+  base::make_dirs(path.substr(0, slash), &err);
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
   ::chmod(path.c_str(), mode);
 }
 
 inline std::string read(const std::string& path) {
   std::string out, err;
-  releases::read_file(path, &out, &err);
+  base::read_file(path, &out, &err);
   return out;
 }
 

@@ -1,0 +1,81 @@
+// Daemon: `agent run`. Owns the loop, the listening sockets (bound once, kept for life), one
+// AppSupervisor per app, the control socket and the signals.
+//   SIGTERM/SIGINT  drain every worker (bounded by kill_timeout) and exit 0
+//   SIGHUP          reload the config, validated first; on any error keep the running one
+// Once it is running, no error stops it: a failed deploy, a bad request, a broken config on
+// SIGHUP each get a clear line and the workers keep serving.
+#pragma once
+
+#include <map>
+#include <set>
+#include <optional>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/alerts/alerts.h"
+#include "agent/config/config.h"
+#include "agent/daemon/control.h"
+#include "agent/process/orphans.h"
+#include "base/event_loop.h"
+#include "agent/rollout/supervisor.h"
+
+namespace agent {
+
+/// Blocks SIGTERM, SIGINT and SIGHUP (they are read from a signalfd) and ignores SIGPIPE. Call
+/// it first in `agent run`, before any thread is started.
+void block_daemon_signals();
+
+class Daemon {
+ public:
+  explicit Daemon(std::string config_path);
+  ~Daemon();
+  /// Runs until SIGTERM/SIGINT. Returns the process exit code.
+  int run();
+
+ private:
+  bool start(std::string* err);
+  /// The app's listening sockets: ones already held, taken from a previous agent's workers, or
+  /// bound now. `bound` gets the addresses this call added.
+  bool bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, bool at_start, std::vector<int>* fds,
+                        std::vector<std::string>* bound, std::string* err);
+  void check_ready();
+  void watchdog_ping(std::chrono::milliseconds every);
+  /// An app ready to run, and the addresses bound for it (closed again if it is not added).
+  struct PreparedApp {
+    std::unique_ptr<AppSupervisor> sup;
+    std::vector<std::string> bound;
+  };
+  /// Everything an app needs before it runs (sockets, store, log, notify socket); on failure
+  /// what it bound is closed again and nothing is left behind.
+  bool prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, PreparedApp* out, std::string* err);
+  /// Closes the agent's socket for each of `addrs` it holds, except those systemd passed in;
+  /// returns the addresses closed.
+  std::vector<std::string> close_sockets(const std::vector<std::string>& addrs);
+  /// Takes a prepared app into the running set and boots it.
+  void add_app(std::unique_ptr<AppSupervisor> sup);
+  void on_signal();
+  void reload_config();
+  void begin_shutdown();
+  void on_request(std::shared_ptr<Session> s, const ControlRequest& req);
+  bool authorized(uid_t uid) const;
+  void close_unused_sockets();
+
+  std::string config_path_;
+  Config cfg_;
+  base::EventLoop loop_;
+  std::unique_ptr<Alerts> alerts_;
+  std::unique_ptr<ControlServer> control_;
+  std::map<std::string, int> sockets_;  // canonical address -> listening fd
+  std::map<std::string, std::unique_ptr<AppSupervisor>> apps_;
+  std::vector<std::unique_ptr<AppSupervisor>> retired_;  // removed by a reload, draining
+  std::vector<std::string> environ_;
+  int signal_fd_ = -1, lock_fd_ = -1;
+  bool shutting_down_ = false;
+  std::optional<std::chrono::microseconds> watchdog_;  // WATCHDOG_USEC from systemd
+  base::EventLoop::Id ready_timer_ = 0, watchdog_timer_ = 0;
+  std::set<std::string> activated_;  // addresses whose socket came from systemd: never closed
+};
+
+}  // namespace agent
