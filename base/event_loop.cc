@@ -44,7 +44,7 @@ EventLoop::Id EventLoop::add(int fd, std::uint32_t events, Handler handler) {
     spdlog::error("epoll add fd {}: {}", fd, std::strerror(errno));
     return 0;
   }
-  watches_[id] = Watch{fd, std::move(handler)};
+  watches_[id] = Watch{fd, std::make_unique<Handler>(std::move(handler))};
   return id;
 }
 
@@ -53,13 +53,13 @@ void EventLoop::remove(Id id) {
   if (it == watches_.end()) return;
   ::epoll_ctl(epfd_, EPOLL_CTL_DEL, it->second.fd, nullptr);
   // The handler may be the one running now: destroy it after the dispatch, not under it.
-  posted_.push_back([h = std::move(it->second.handler)] {});
+  posted_.push_back([h = std::shared_ptr<Handler>(std::move(it->second.handler))] {});
   watches_.erase(it);
 }
 
 EventLoop::Id EventLoop::after(std::chrono::milliseconds delay, Task task) {
   Id id = next_id_++;
-  auto when = Clock::now() + delay;
+  auto when = now() + delay;
   timers_[id] = {when, std::move(task)};
   timer_order_.insert({when, id});
   return id;
@@ -144,8 +144,8 @@ void EventLoop::drain_posted() {
 
 int EventLoop::run_due_timers() {
   int ran = 0;
-  auto now = Clock::now();
-  while (!timer_order_.empty() && timer_order_.begin()->first <= now) {
+  auto due = now();
+  while (!timer_order_.empty() && timer_order_.begin()->first <= due) {
     Id id = timer_order_.begin()->second;
     timer_order_.erase(timer_order_.begin());
     auto it = timers_.find(id);
@@ -161,7 +161,7 @@ int EventLoop::run_due_timers() {
 int EventLoop::run_once(std::chrono::milliseconds timeout) {
   if (!posted_.empty()) dispatch("posted task", [] {});
   if (!timer_order_.empty()) {
-    auto until = std::chrono::duration_cast<std::chrono::milliseconds>(timer_order_.begin()->first - Clock::now());
+    auto until = std::chrono::duration_cast<std::chrono::milliseconds>(timer_order_.begin()->first - now());
     // Round up so a timer never fires a millisecond early and spins.
     if (until < timeout) timeout = std::max(until + std::chrono::milliseconds(1), std::chrono::milliseconds(0));
   }
@@ -175,9 +175,9 @@ int EventLoop::run_once(std::chrono::milliseconds timeout) {
     std::uint64_t id = events[i].data.u64;
     auto it = watches_.find(id);
     if (it == watches_.end()) continue;  // removed by an earlier handler in this batch
-    Handler h = it->second.handler;     // a copy: the handler may remove itself
+    Handler* h = it->second.handler.get();  // stays alive through the dispatch (see Watch)
     std::uint32_t ev = events[i].events;
-    dispatch("fd handler", [&] { h(ev); });
+    dispatch("fd handler", [&] { (*h)(ev); });
     ++ran;
   }
   ran += run_due_timers();

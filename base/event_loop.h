@@ -4,7 +4,8 @@
 // after the current dispatch, never recursively (dinit's process_queues). Work from other
 // threads (staging, builds) comes back through post_from_thread(), which wakes the loop.
 //
-// run_once() lets a test step the loop (watchman's stepIoThread).
+// run_once() lets a test step the loop (watchman's stepIoThread), and set_clock() gives it a
+// clock of its own: timers then fire when the test moves that clock, not when time passes.
 #pragma once
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <utility>
@@ -36,6 +38,12 @@ class EventLoop {
   Id add(int fd, std::uint32_t events, Handler handler);
   /// Stops watching. Safe from inside any handler, including the fd's own.
   void remove(Id id);
+
+  /// Now, by the loop's clock: the steady clock, or the one a test set. Timers and everything
+  /// measured against them (readiness, drains, backoff) read it from here.
+  Clock::time_point now() const { return clock_ ? clock_() : Clock::now(); }
+  /// Replaces the clock (tests: a fake one moved by hand). Set before any timer is armed.
+  void set_clock(std::function<Clock::time_point()> clock) { clock_ = std::move(clock); }
 
   /// Runs `task` once after `delay`. Returns an id for cancel().
   Id after(std::chrono::milliseconds delay, Task task);
@@ -64,7 +72,9 @@ class EventLoop {
  private:
   struct Watch {
     int fd;
-    Handler handler;
+    // On the heap, so a dispatch calls it in place (no copy per event) while remove() can
+    // still take it away mid-dispatch: its destruction is posted, after the dispatch.
+    std::unique_ptr<Handler> handler;
   };
   void drain_posted();
   int run_due_timers();
@@ -85,6 +95,7 @@ class EventLoop {
   std::chrono::microseconds max_stall_{0};
   const char* max_stall_what_ = "";
   std::chrono::system_clock::time_point max_stall_at_{};
+  std::function<Clock::time_point()> clock_;  // empty: the steady clock
 };
 
 }  // namespace base

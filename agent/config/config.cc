@@ -1,6 +1,5 @@
 #include "agent/config/config.h"
 
-#include "agent/process/launch_env.h"
 
 #include <grp.h>
 #include <pwd.h>
@@ -511,6 +510,13 @@ bool load_config(const std::string& path, Config* out, std::vector<ConfigError>*
     ok = false;
   }
   return ok;
+}
+
+bool is_agent_variable(std::string_view name) {
+  static const char* const kNames[] = {"LISTEN_FDS",  "LISTEN_PID",      "LISTEN_FDNAMES", "READY_FD",
+                                       "NOTIFY_SOCKET", "APP_NAME",      "APP_RELEASE",    "APP_VERSION",
+                                       "APP_RELEASE_DIR", "APP_WORKER",  "AGENT_LISTEN",   "AGENT_DRAIN_SIGNAL"};
+  return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
 }
 
 }  // namespace agent

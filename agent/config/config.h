@@ -108,6 +108,10 @@ bool parse_config(std::string_view text, const std::string& path, Config* out,
 /// The config path the CLI uses when -c is not given: $AGENT_CONFIG, then /etc/agent/agent.toml.
 std::string default_config_path();
 
+/// Variables only the agent sets (LISTEN_*, READY_FD, NOTIFY_SOCKET, APP_*, AGENT_*): no config
+/// layer may supply them (part of the contract: [app.env], env_file, inherit).
+bool is_agent_variable(std::string_view name);
+
 /// App names become directory names: letters, digits, '.', '_', '-', at most 64, no leading '.'.
 bool valid_app_name(std::string_view name);
 

@@ -55,13 +55,6 @@ bool reserved(const std::string& name) { return is_agent_variable(name); }
 
 }  // namespace
 
-bool is_agent_variable(std::string_view name) {
-  static const char* const kNames[] = {"LISTEN_FDS",  "LISTEN_PID",      "LISTEN_FDNAMES", "READY_FD",
-                                       "NOTIFY_SOCKET", "APP_NAME",      "APP_RELEASE",    "APP_VERSION",
-                                       "APP_RELEASE_DIR", "APP_WORKER",  "AGENT_LISTEN",   "AGENT_DRAIN_SIGNAL"};
-  return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
-}
-
 std::string self_executable() {
   char exe[4096];
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);

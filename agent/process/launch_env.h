@@ -49,10 +49,6 @@ struct PathEntry {
   std::string origin;  // release | path_prepend | inherited | env_file | config | path_append | default
 };
 
-/// Variables only the agent sets (LISTEN_*, READY_FD, NOTIFY_SOCKET, APP_*, AGENT_*): no config
-/// layer may supply them.
-bool is_agent_variable(std::string_view name);
-
 /// The running agent binary's absolute path (also after it was replaced on disk by an upgrade);
 /// empty if /proc does not say.
 std::string self_executable();

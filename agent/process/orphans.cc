@@ -13,7 +13,7 @@
 #include <memory>
 #include <sstream>
 
-#include "agent/daemon/systemd.h"
+#include "base/listen.h"
 #include "base/fs.h"
 
 namespace agent {

@@ -1,0 +1,261 @@
+// AppMachine: one app's operations and its workers' lives, as one state machine. It decides;
+// it does no I/O. Every effect on the world (fork a worker, send a signal, stage a release,
+// write the journal, raise an alert) is a call on its Effects, which the supervisor shell
+// (supervisor.h) implements with real processes and disks, and the unit tests with fakes.
+// Time comes from the EventLoop's clock, which a test replaces (EventLoop::set_clock).
+// Model: s6-supervise's state table, dinit's bp_sys seam, ninja's FakeCommandRunner.
+//
+// Slots. An app has `instances` slots. Each slot has at most one *serving* worker (the one
+// that counts toward capacity) and, while it is being replaced, one *incoming* worker. A slot
+// also names the release it should run; crash restarts use that release.
+//
+// A worker's life (WorkerState), events -> actions:
+//   Starting  + ready (a newline on READY_FD, READY=1, ready_delay)  -> Ready; advance the operation
+//             + ready_timeout                -> fail the rollout (incoming) or drain it and count a crash
+//             + exit                         -> fail the rollout (incoming) or restart after backoff
+//   Ready     + exit                         -> crash: restart after backoff (100ms doubling to 30s,
+//                                               reset by 30s up); 5 in a row raise crash_loop
+//             + over max_memory              -> a Replace operation of its slot
+//             + replaced, stop, shutdown     -> Draining: drain_signal
+//   Draining  + drain_timeout                -> drain_stalled alert
+//             + kill_timeout                 -> SIGKILL to its process group, worker_killed alert
+//             + exit                         -> forgotten; nothing waits on a draining worker
+//   Adopted   a worker a killed agent left (orphans.h): serves until as many of ours as
+//             configured are ready, then Draining like any other.
+//
+// Operations (Phase). Everything an operator or trigger asks (deploy, reload, rollback, start,
+// stop, restart, replace) is an operation. One runs at a time; one more may wait, and a newer
+// request replaces the waiting one (its requester is told): the latest wins.
+//   deploy:   Staging -> Building (if `build`) -> preflight -> Rolling -> Disk (journal, current)
+//   rollback: Disk (read the target) -> preflight -> Rolling -> Disk
+//   reload, replace: preflight -> Rolling;  start: Starting;  stop, restart: Stopping
+// A refusal before Rolling touches nothing running. Rolling swaps batches of max_surge slots:
+// start incoming workers; when all of the batch are Ready, each takes its slot and the old one
+// drains, so capacity never drops below `instances`. If an incoming worker fails, the batch is
+// drained, the slots already swapped are swapped back the same way, the release is journaled
+// failed and `current` never moved (abort). Only a rollout that completes moves `current`
+// (commit).
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/alerts/alerts.h"
+#include "agent/config/config.h"
+#include "base/event_loop.h"
+
+namespace agent {
+
+enum class WorkerState { Starting, Ready, Draining };
+const char* worker_state_name(WorkerState s);
+
+struct OpRequest {
+  enum class Kind { Deploy, Reload, Rollback, Start, Stop, Restart, Replace };
+  Kind kind = Kind::Reload;
+  std::string from;         // Deploy: the directory to stage
+  std::string source = "cli";
+  std::string revision;
+  int steps = 1;            // Rollback N
+  std::string to;           // Rollback --to ID
+  int slot = -1;            // Replace (max_memory)
+  long uid = -1;
+  std::function<void(const std::string&)> progress;             // optional
+  std::function<void(bool ok, const std::string& message)> done;  // optional
+};
+const char* op_name(OpRequest::Kind k);
+
+// Where the running operation is. Disk: waiting for the store thread (the journal, `current`)
+// before it goes on or ends.
+enum class Phase { Idle, Staging, Building, Rolling, Starting, Stopping, Disk };
+
+/// A journal write the machine asks for; the shell runs it on the store thread.
+struct JournalWrite {
+  enum class Kind { Refused, Failed, Activate, RollbackTo };
+  Kind kind = Kind::Failed;
+  std::string release, reason;
+  OpRequest request;  // Refused: what was asked (source, revision, uid)
+  long uid = -1;
+};
+
+struct StageOutcome {
+  bool ok = false;
+  std::string release, version, revision, error;
+};
+
+struct BuildOutcome {
+  bool ok = false;
+  std::string message;
+  std::vector<std::string> tail;  // its last lines of output
+};
+
+/// Everything the machine does to the world. Continuations (`then`) are called later, on the
+/// loop, once the work is done; never from inside the call that asked for it.
+class Effects {
+ public:
+  virtual ~Effects() = default;
+  // Processes.
+  /// Forks a worker of `release` for `slot` with its launch environment; its pid, or 0 and *err.
+  virtual pid_t spawn(int slot, const std::string& release, std::string* err) = 0;
+  virtual void signal(pid_t pid, int sig) = 0;
+  /// SIGKILL to the worker's process group: children must not keep the socket.
+  virtual void kill(pid_t pid) = 0;
+  /// The worker is ready: its readiness fds can be closed.
+  virtual void ready_seen(pid_t pid) = 0;
+  virtual std::uint64_t rss(pid_t pid) = 0;
+  /// The set of live workers changed (the workers record, a shutdown waiting for the last).
+  virtual void workers_changed() = 0;
+  // The pipeline.
+  virtual std::optional<std::string> current() = 0;
+  virtual std::string version_of(const std::string& release) = 0;
+  virtual void stage(const OpRequest& op, std::function<void(const StageOutcome&)> then) = 0;
+  virtual void build(const std::string& release, std::function<void(const BuildOutcome&)> then) = 0;
+  /// The launch environment of `release` builds and its command resolves: true and the path.
+  virtual bool preflight(const std::string& release, std::string* resolved, std::string* err) = 0;
+  virtual void rollback_target(int steps, const std::string& to,
+                               std::function<void(bool ok, const std::string& target, const std::string& err)> then) = 0;
+  virtual void journal(const JournalWrite& write, std::function<void(bool ok, const std::string& err)> then) = 0;
+  /// Removes releases beyond keep_releases, never one of `in_use`; queued behind the commit.
+  virtual void prune(const std::set<std::string>& in_use) = 0;
+  /// Stops staging or a build at once (a shutdown).
+  virtual void cancel_work() = 0;
+  /// After a stop: the listening sockets are closed, and bound again before workers start.
+  virtual void close_sockets() = 0;
+  virtual bool open_sockets(std::string* err) = 0;
+  /// A reloaded config now applies (at once, or when the operation it waited for ended):
+  /// workers start with it from now on.
+  virtual void config_applied(const AppConfig& app) = 0;
+  // The operator.
+  virtual void alert(Alert alert) = 0;
+};
+
+class AppMachine {
+ public:
+  AppMachine(base::EventLoop& loop, Effects& fx, AppConfig app);
+  ~AppMachine();
+  AppMachine(const AppMachine&) = delete;
+  AppMachine& operator=(const AppMachine&) = delete;
+
+  // --- events ------------------------------------------------------------------------------
+  void submit(OpRequest op);
+  /// A worker said it is ready (READY_FD, NOTIFY_SOCKET); ready_delay is the machine's own timer.
+  void on_ready(pid_t pid);
+  /// A worker closed READY_FD without a newline: it can no longer report ready (said at its
+  /// ready_timeout).
+  void on_ready_closed(pid_t pid);
+  /// A worker exited. `reason` says how ("exited with status 3", "could not start: ..."),
+  /// `last_output` its last lines ("; last output: ..."), said when it died before ready.
+  void on_exit(pid_t pid, const std::string& reason, const std::string& last_output);
+  /// Workers a killed agent left serving: drained once ours serve.
+  void adopt(const std::vector<pid_t>& pids);
+  /// A reloaded config: timings for the next worker, `instances` now (or when the running
+  /// operation ends).
+  void set_config(AppConfig app);
+  /// Stops everything: cancels operations, drains every worker, calls `when_empty` once none
+  /// is left.
+  void shutdown(std::function<void()> when_empty);
+
+  // --- what it is --------------------------------------------------------------------------
+  struct Worker {
+    int slot = -1;  // -1: adopted from a previous agent
+    pid_t pid = 0;
+    std::string release;
+    WorkerState state = WorkerState::Starting;
+    bool adopted = false;
+    bool ready_closed = false;
+    base::Clock::time_point started, ready_at, drain_started;
+    base::EventLoop::Id ready_timer = 0, delay_timer = 0, drain_timer = 0, kill_timer = 0;
+  };
+  struct Slot {
+    pid_t serving = 0, incoming = 0;
+    std::string release;
+    int crashes = 0;   // in a row, without 30s of health
+    int restarts = 0;  // in total
+    base::EventLoop::Id restart_timer = 0;
+    bool loop_alerted = false;
+  };
+  const AppConfig& config() const { return app_; }
+  const std::map<pid_t, Worker>& workers() const { return workers_; }
+  const std::vector<Slot>& slots() const { return slots_; }
+  const Worker* find(pid_t pid) const;
+  Phase phase() const { return phase_; }
+  bool reverting() const { return rollout_.reverting; }
+  bool stopped() const { return stopped_; }
+  bool shutting_down() const { return shutting_down_; }
+  /// The running and the waiting operation, if any.
+  const OpRequest* running() const { return running_ ? &*running_ : nullptr; }
+  const OpRequest* pending() const { return pending_ ? &*pending_ : nullptr; }
+  /// "role" of a worker for status: serving, incoming, draining, adopted.
+  std::string role_of(const Worker& w) const;
+  /// Says `line` in the log and to the running operation's requester.
+  void say(const std::string& line);
+
+ private:
+  struct Rollout {
+    OpRequest::Kind kind = OpRequest::Kind::Reload;
+    std::string target, version;
+    std::vector<int> todo, batch;
+    std::map<int, std::string> previous;  // slot -> release it ran before being swapped
+    std::vector<int> swapped;
+    int batches_done = 0, batches_total = 0;
+    bool reverting = false;
+    std::string failure;
+  };
+
+  // Operations (operations.cc).
+  void start_op(OpRequest op);
+  void finish_op(bool ok, const std::string& message);
+  void on_staged(const StageOutcome& s);
+  void start_build(const std::string& release);
+  void on_built(const std::string& release, const BuildOutcome& b);
+  bool preflight(const std::string& release);
+  bool reopen_sockets();
+  void begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots);
+  void advance();
+  void advance_rollout();
+  void fail_rollout(const std::string& reason);
+  void complete_rollout();
+  void record(JournalWrite write, std::function<void()> then);
+  void record_failed(const std::string& release, const std::string& reason, std::function<void()> then);
+  void apply_instances();
+  std::vector<int> all_slots() const;
+
+  // A worker's life (worker_life.cc).
+  Worker* get(pid_t pid);
+  pid_t spawn(int slot, const std::string& release, bool incoming, std::string* err);
+  void mark_ready(pid_t pid);
+  void on_ready_timeout(pid_t pid);
+  void drain(pid_t pid, const std::string& why);
+  void forget(pid_t pid);
+  void reconcile();
+  void check_memory();
+  void drain_adopted();
+  void maybe_drain_adopted();
+  std::string worker_name(const Worker& w) const;
+  void maybe_empty();
+
+  base::EventLoop& loop_;
+  Effects& fx_;
+  AppConfig app_;
+  std::optional<AppConfig> next_app_;  // a config reload waiting for the running operation
+  std::map<pid_t, Worker> workers_;
+  std::vector<Slot> slots_;
+  bool stopped_ = false, shutting_down_ = false, restart_after_stop_ = false;
+  bool sockets_closed_ = false;  // by a stop; reopened by the next operation that starts workers
+  Phase phase_ = Phase::Idle;
+  std::optional<OpRequest> running_, pending_;
+  base::Clock::time_point op_started_;
+  Rollout rollout_;
+  base::EventLoop::Id memory_timer_ = 0;
+  std::function<void()> when_empty_;
+  // Work posted to the loop checks this first: it expires with the machine.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace agent

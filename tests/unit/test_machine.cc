@@ -1,0 +1,509 @@
+// AppMachine (agent/rollout/machine.h) driven with a fake clock and a fake process layer: no
+// process is forked, no file written, no time waited. Each test is one row of the state table
+// in the header: an event in a state, and the actions that must follow.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <spdlog/spdlog.h>
+#include <vector>
+
+#include "agent/rollout/machine.h"
+#include "agent/rollout/timing.h"
+
+using namespace agent;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The world as the machine sees it: every effect recorded, every continuation held until the
+// test finishes it (ninja's FakeCommandRunner).
+struct FakeWorld : Effects {
+  base::EventLoop& loop;
+  explicit FakeWorld(base::EventLoop& l) : loop(l) {}
+
+  struct Spawned {
+    int slot;
+    std::string release;
+    pid_t pid;
+  };
+  std::vector<Spawned> spawned;
+  std::map<pid_t, std::vector<int>> signals;
+  std::set<pid_t> killed, ready_seen_pids;
+  std::map<pid_t, std::uint64_t> rss_of;
+  std::set<std::string> failing_spawns;  // releases whose spawn fails
+  std::optional<std::string> current_release;
+  std::function<void(const StageOutcome&)> stage_then;
+  std::function<void(const BuildOutcome&)> build_then;
+  bool preflight_ok = true;
+  std::vector<JournalWrite> journal_writes;
+  std::vector<std::set<std::string>> prunes;
+  std::vector<Alert> alerts;
+  std::vector<std::string> rollback_history;  // oldest first; the last is current
+  bool cancelled = false, sockets_closed = false;
+  int applied_configs = 0;
+  pid_t next_pid = 1000;
+
+  pid_t spawn(int slot, const std::string& release, std::string* err) override {
+    if (failing_spawns.count(release)) return *err = "cannot exec", 0;
+    spawned.push_back({slot, release, next_pid});
+    return next_pid++;
+  }
+  void signal(pid_t pid, int sig) override { signals[pid].push_back(sig); }
+  void kill(pid_t pid) override { killed.insert(pid); }
+  void ready_seen(pid_t pid) override { ready_seen_pids.insert(pid); }
+  std::uint64_t rss(pid_t pid) override { return rss_of.count(pid) ? rss_of[pid] : 10 << 20; }
+  void workers_changed() override {}
+  std::optional<std::string> current() override { return current_release; }
+  std::string version_of(const std::string& release) override { return "v-" + release; }
+  void stage(const OpRequest&, std::function<void(const StageOutcome&)> then) override { stage_then = std::move(then); }
+  void build(const std::string&, std::function<void(const BuildOutcome&)> then) override { build_then = std::move(then); }
+  bool preflight(const std::string&, std::string* resolved, std::string* err) override {
+    *resolved = "/usr/bin/node";
+    if (!preflight_ok) *err = "node: not found in PATH";
+    return preflight_ok;
+  }
+  void rollback_target(int steps, const std::string&, std::function<void(bool, const std::string&, const std::string&)> then) override {
+    int i = static_cast<int>(rollback_history.size()) - 1 - steps;
+    std::string target = i >= 0 ? rollback_history[static_cast<size_t>(i)] : "";
+    loop.post([then, target] { then(!target.empty(), target, target.empty() ? "no release to go back to" : ""); });
+  }
+  void journal(const JournalWrite& w, std::function<void(bool, const std::string&)> then) override {
+    journal_writes.push_back(w);
+    if (w.kind == JournalWrite::Kind::Activate || w.kind == JournalWrite::Kind::RollbackTo) current_release = w.release;
+    loop.post([then] { then(true, ""); });
+  }
+  void prune(const std::set<std::string>& in_use) override { prunes.push_back(in_use); }
+  void cancel_work() override { cancelled = true; }
+  void close_sockets() override { sockets_closed = true; }
+  bool open_sockets(std::string*) override {
+    sockets_closed = false;
+    return true;
+  }
+  void config_applied(const AppConfig&) override { applied_configs++; }
+  void alert(Alert a) override { alerts.push_back(std::move(a)); }
+
+  std::vector<pid_t> pids_of(const std::string& release) const {
+    std::vector<pid_t> out;
+    for (const auto& s : spawned)
+      if (s.release == release) out.push_back(s.pid);
+    return out;
+  }
+  size_t alerts_of(const std::string& kind) const {
+    return std::count_if(alerts.begin(), alerts.end(), [&](const Alert& a) { return a.kind == kind; });
+  }
+};
+
+AppConfig app_config(int instances, int surge = 1) {
+  AppConfig app;
+  app.name = "web";
+  app.command = {"node", "server.js"};
+  app.instances = instances;
+  app.max_surge = surge;
+  app.ready_timeout = 5s;
+  app.drain_timeout = 10s;
+  app.kill_timeout = 60s;
+  return app;
+}
+
+// A machine, its fake world and a clock that only moves when the test says.
+struct Rig {
+  base::EventLoop loop;
+  base::Clock::time_point now = base::Clock::time_point{} + 1h;
+  FakeWorld world{loop};
+  std::unique_ptr<AppMachine> m;
+  std::vector<std::pair<bool, std::string>> outcomes;  // of the operations, in order
+
+  explicit Rig(AppConfig app) {
+    spdlog::set_level(spdlog::level::off);  // the machine narrates every step; the checks say what matters
+    loop.set_clock([this] { return now; });
+    m = std::make_unique<AppMachine>(loop, world, std::move(app));
+  }
+  /// Runs everything due now.
+  void settle() {
+    for (int i = 0; i < 3; ++i) loop.run_once(0ms);
+  }
+  /// Moves the clock by `d` in 10 ms steps, running what falls due on the way.
+  void advance(std::chrono::milliseconds d) {
+    for (auto end = now + d; now < end;) {
+      now = std::min(end, now + 10ms);
+      settle();
+    }
+  }
+  ~Rig() { spdlog::set_level(spdlog::level::info); }
+  OpRequest op(OpRequest::Kind kind) {
+    OpRequest r;
+    r.kind = kind;
+    r.done = [this](bool ok, const std::string& msg) { outcomes.push_back({ok, msg}); };
+    return r;
+  }
+  void submit(OpRequest::Kind kind) {
+    m->submit(op(kind));
+    settle();
+  }
+  /// A deploy whose staging ends with release `id`.
+  void deploy(const std::string& id) {
+    m->submit(op(OpRequest::Kind::Deploy));
+    settle();
+    REQUIRE(world.stage_then);
+    auto then = std::exchange(world.stage_then, nullptr);
+    then({true, id, "1.0", "", ""});
+    settle();
+  }
+  void ready(pid_t pid) {
+    m->on_ready(pid);
+    settle();
+  }
+  void exit(pid_t pid, const std::string& how = "exited with status 1") {
+    m->on_exit(pid, how, "");
+    settle();
+  }
+  void ready_all(const std::string& release) {
+    for (pid_t p : world.pids_of(release))
+      if (auto* w = m->find(p); w && w->state == WorkerState::Starting) ready(p);
+  }
+  std::vector<pid_t> serving() const {
+    std::vector<pid_t> out;
+    for (const auto& s : m->slots()) out.push_back(s.serving);
+    return out;
+  }
+  size_t count(WorkerState state) const {
+    size_t n = 0;
+    for (const auto& [pid, w] : m->workers()) n += w.state == state;
+    return n;
+  }
+  /// Deploys `id` onto every slot and lets each batch become ready: the app is up on it.
+  void go_live(const std::string& id) {
+    deploy(id);
+    for (int i = 0; i < 20 && m->phase() == Phase::Rolling; ++i) ready_all(id);
+    REQUIRE(m->phase() == Phase::Idle);
+    REQUIRE(outcomes.back().first);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("deploy: batches of max_surge, the old worker drains only after its replacement is ready") {
+  Rig r(app_config(4, 2));
+  r.go_live("R1");
+  auto old = r.serving();
+  CHECK(r.world.current_release == "R1");
+
+  r.deploy("R2");
+  CHECK(r.m->phase() == Phase::Rolling);
+  auto batch1 = r.world.pids_of("R2");
+  REQUIRE(batch1.size() == 2);  // max_surge = 2
+  r.ready(batch1[0]);
+  CHECK(r.world.signals.empty());  // half a batch ready: nobody drains yet
+  r.ready(batch1[1]);
+  CHECK(r.world.signals[old[0]] == std::vector<int>{SIGTERM});
+  CHECK(r.world.signals[old[1]] == std::vector<int>{SIGTERM});
+  CHECK_FALSE(r.world.signals.count(old[2]));
+  // Capacity never drops: 4 serving at every step.
+  auto now_serving = r.serving();
+  CHECK(std::count(now_serving.begin(), now_serving.end(), 0) == 0);
+  auto batch2 = r.world.pids_of("R2");
+  REQUIRE(batch2.size() == 4);
+  r.ready(batch2[2]);
+  r.ready(batch2[3]);
+  CHECK(r.m->phase() == Phase::Idle);
+  REQUIRE(r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("live: R2") == 0);
+  CHECK(r.world.current_release == "R2");
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Activate);
+  CHECK(r.world.prunes.size() == 2);  // one per activation, queued after it
+  for (pid_t p : old) r.exit(p, "exited with status 0");
+  CHECK(r.m->workers().size() == 4);
+}
+
+TEST_CASE("readiness timeout of an incoming worker fails the rollout; swapped slots are swapped back") {
+  Rig r(app_config(3));
+  r.go_live("R1");
+  r.deploy("R2");
+  auto first = r.world.pids_of("R2");
+  r.ready(first[0]);  // slot 0 swapped to R2
+  auto second = r.world.pids_of("R2");
+  REQUIRE(second.size() == 2);
+  r.advance(5100ms);  // slot 1's worker never says ready
+  CHECK(r.m->reverting());
+  CHECK(r.world.signals[second[1]] == std::vector<int>{SIGTERM});  // the late one drains
+  // Slot 0 goes back: a new R1 worker first, then R2's drains.
+  auto back = r.world.pids_of("R1");
+  REQUIRE(back.size() == 4);
+  CHECK_FALSE(r.world.signals.count(first[0]));
+  r.ready(back[3]);
+  CHECK(r.world.signals[first[0]] == std::vector<int>{SIGTERM});
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("reverted: worker 1") == 0);
+  CHECK(r.outcomes.back().second.find("not ready within 5s") != std::string::npos);
+  CHECK(r.world.current_release == "R1");  // current never moved
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Failed);
+  CHECK(r.world.alerts_of("rollout_failed") == 1);
+}
+
+TEST_CASE("an incoming worker that exits before ready fails the rollout with its output") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.deploy("R2");
+  pid_t p = r.world.pids_of("R2")[0];
+  r.m->on_exit(p, "exited with status 1", "; last output: Error: boom");
+  r.settle();
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("exited before ready: exited with status 1; last output: Error: boom") != std::string::npos);
+  CHECK(r.world.current_release == "R1");
+  CHECK(r.m->phase() == Phase::Idle);
+}
+
+TEST_CASE("a revert that fails too keeps what serves and says so") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.deploy("R2");
+  r.ready(r.world.pids_of("R2")[0]);
+  r.world.failing_spawns.insert("R1");  // going back cannot start R1 either
+  r.exit(r.world.pids_of("R2")[1]);
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("and reverting failed") != std::string::npos);
+  CHECK(r.world.alerts_of("rollout_failed") == 1);
+}
+
+TEST_CASE("a newer request replaces the waiting one; its requester is told") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  r.deploy("R2");  // rolling
+  r.submit(OpRequest::Kind::Reload);
+  r.submit(OpRequest::Kind::Restart);
+  REQUIRE(r.outcomes.size() == 2);
+  CHECK(r.outcomes.back() == std::pair<bool, std::string>{false, "superseded by a newer request (restart)"});
+  CHECK(r.m->pending()->kind == OpRequest::Kind::Restart);
+  r.ready_all("R2");
+  CHECK(r.outcomes[2].first);  // the deploy
+  // Then the restart runs: it stops everything first.
+  CHECK(r.m->running()->kind == OpRequest::Kind::Restart);
+  CHECK(r.m->phase() == Phase::Stopping);
+}
+
+TEST_CASE("crash restarts back off 100ms doubling, reset after 30s of health; 5 in a row raise crash_loop") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  size_t spawns = r.world.spawned.size();
+  std::vector<std::chrono::milliseconds> waits;
+  for (int crash = 1; crash <= 5; ++crash) {
+    pid_t p = r.m->slots()[0].serving;
+    r.ready(p);
+    r.exit(p);
+    auto waited = 0ms;
+    while (r.world.spawned.size() == spawns && waited < 60s) r.advance(10ms), waited += 10ms;
+    REQUIRE(r.world.spawned.size() == spawns + 1);
+    spawns++;
+    waits.push_back(waited);
+  }
+  CHECK(waits == std::vector<std::chrono::milliseconds>{100ms, 200ms, 400ms, 800ms, 1600ms});
+  CHECK(r.world.alerts_of("crash_loop") == 1);
+  CHECK(r.m->slots()[0].restarts == 5);
+  // 30 s up resets the count: the next crash restarts after 100 ms again.
+  pid_t p = r.m->slots()[0].serving;
+  r.ready(p);
+  r.advance(timing::kHealthyPeriod);
+  r.exit(p);
+  r.advance(100ms);
+  CHECK(r.world.spawned.size() == spawns + 1);
+  CHECK(r.m->slots()[0].crashes == 1);
+}
+
+TEST_CASE("a worker over max_memory is replaced by a Replace operation, one at a time") {
+  AppConfig app = app_config(2);
+  app.max_memory = 100 << 20;
+  Rig r(app);
+  r.go_live("R1");
+  auto old = r.serving();
+  r.world.rss_of[old[1]] = 200 << 20;
+  r.advance(timing::kMemoryCheck);
+  CHECK(r.world.alerts_of("memory_replaced") == 1);
+  REQUIRE(r.m->running());
+  CHECK(r.m->running()->kind == OpRequest::Kind::Replace);
+  auto fresh = r.world.pids_of("R1").back();
+  CHECK(r.world.spawned.back().slot == 1);
+  r.ready(fresh);
+  CHECK(r.world.signals[old[1]] == std::vector<int>{SIGTERM});
+  CHECK_FALSE(r.world.signals.count(old[0]));
+  CHECK(r.m->slots()[1].serving == fresh);
+}
+
+TEST_CASE("stop drains everything and closes the sockets; start binds them and runs current") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  auto old = r.serving();
+  r.submit(OpRequest::Kind::Stop);
+  CHECK(r.m->phase() == Phase::Stopping);
+  for (pid_t p : old) CHECK(r.world.signals[p] == std::vector<int>{SIGTERM});
+  for (pid_t p : old) r.exit(p, "exited with status 0");
+  CHECK(r.outcomes.back() == std::pair<bool, std::string>{true, "stopped"});
+  CHECK(r.world.sockets_closed);
+  r.advance(1s);  // nothing restarts a stopped app
+  CHECK(r.m->workers().empty());
+
+  r.submit(OpRequest::Kind::Start);
+  CHECK_FALSE(r.world.sockets_closed);
+  CHECK(r.m->workers().size() == 2);
+  r.ready_all("R1");
+  CHECK(r.outcomes.back().first);
+  CHECK(r.m->phase() == Phase::Idle);
+}
+
+TEST_CASE("restart: stop, then start in one operation") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  pid_t old = r.serving()[0];
+  r.submit(OpRequest::Kind::Restart);
+  r.exit(old, "exited with status 0");
+  CHECK(r.m->phase() == Phase::Starting);
+  r.ready_all("R1");
+  CHECK(r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("running 1 workers on R1") == 0);
+}
+
+TEST_CASE("a draining worker: drain_stalled at drain_timeout, SIGKILL and worker_killed at kill_timeout") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  pid_t old = r.serving()[0];
+  r.go_live("R2");
+  CHECK(r.world.signals[old] == std::vector<int>{SIGTERM});
+  r.advance(9990ms);
+  CHECK(r.world.alerts_of("drain_stalled") == 0);
+  r.advance(20ms);
+  CHECK(r.world.alerts_of("drain_stalled") == 1);
+  CHECK(r.world.killed.empty());
+  r.advance(50s);
+  CHECK(r.world.killed == std::set<pid_t>{old});
+  CHECK(r.world.alerts_of("worker_killed") == 1);
+  r.exit(old, "killed by SIGKILL");
+  CHECK(r.count(WorkerState::Draining) == 0);
+}
+
+TEST_CASE("a drain that ends in time raises nothing") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  pid_t old = r.serving()[0];
+  r.go_live("R2");
+  r.advance(2s);
+  r.exit(old, "exited with status 0");
+  r.advance(70s);
+  CHECK(r.world.alerts.empty());
+  CHECK(r.world.killed.empty());
+}
+
+TEST_CASE("adopted workers of a previous agent serve until ours are ready, then drain; kill_timeout holds") {
+  Rig r(app_config(2));
+  r.world.current_release = "R1";
+  r.m->adopt({501, 502});
+  r.submit(OpRequest::Kind::Start);
+  CHECK(r.world.signals.empty());  // ours are not ready yet: the adopted ones keep serving
+  r.ready_all("R1");
+  CHECK(r.world.signals[501] == std::vector<int>{SIGTERM});
+  CHECK(r.world.signals[502] == std::vector<int>{SIGTERM});
+  r.exit(501, "");
+  r.advance(60s);
+  CHECK(r.world.killed == std::set<pid_t>{502});  // still there at kill_timeout
+  CHECK(r.world.alerts_of("drain_stalled") == 0);
+  r.exit(502, "");
+  CHECK(r.m->workers().size() == 2);
+}
+
+TEST_CASE("a failed start leaves adopted workers serving until crash restarts bring ours up") {
+  Rig r(app_config(1));
+  r.world.current_release = "R1";
+  r.m->adopt({501});
+  r.submit(OpRequest::Kind::Start);
+  r.exit(r.world.pids_of("R1")[0]);
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.world.signals.empty());
+  r.advance(100ms);  // the crash restart
+  r.ready_all("R1");
+  CHECK(r.world.signals[501] == std::vector<int>{SIGTERM});
+}
+
+TEST_CASE("staging refused, a failed build or preflight: nothing running is touched") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  pid_t serving = r.serving()[0];
+
+  r.m->submit(r.op(OpRequest::Kind::Deploy));
+  r.settle();
+  std::exchange(r.world.stage_then, nullptr)({false, "", "", "", "package.json: no version"});
+  r.settle();
+  CHECK(r.outcomes.back() == std::pair<bool, std::string>{false, "refused: package.json: no version"});
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Refused);
+
+  AppConfig with_build = app_config(1);
+  with_build.build = "npm ci";
+  r.m->set_config(with_build);
+  r.deploy("R2");
+  CHECK(r.m->phase() == Phase::Building);
+  std::exchange(r.world.build_then, nullptr)({false, "exited with status 1", {"npm ERR! missing script"}});
+  r.settle();
+  CHECK(r.outcomes.back().second == "refused: build failed: exited with status 1; last output: npm ERR! missing script");
+
+  r.world.preflight_ok = false;
+  r.m->set_config(app_config(1));
+  r.deploy("R3");
+  CHECK(r.outcomes.back().second == "refused: preflight of R3: node: not found in PATH");
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Failed);
+
+  CHECK(r.serving()[0] == serving);
+  CHECK(r.world.signals.empty());
+  CHECK(r.world.current_release == "R1");
+  CHECK(r.world.alerts_of("deploy_refused") == 3);
+}
+
+TEST_CASE("rollback 1 rolls the previous release out and journals it") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  r.go_live("R2");
+  r.world.rollback_history = {"R1", "R2"};
+  r.submit(OpRequest::Kind::Rollback);
+  CHECK(r.m->phase() == Phase::Rolling);
+  r.ready_all("R1");
+  CHECK(r.outcomes.back().first);
+  CHECK(r.world.current_release == "R1");
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::RollbackTo);
+}
+
+TEST_CASE("a reloaded config waits for the running operation; instances then change") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.deploy("R2");
+  r.m->set_config(app_config(3));
+  CHECK(r.m->slots().size() == 2);
+  CHECK(r.world.applied_configs == 0);
+  r.ready_all("R2");
+  r.ready_all("R2");
+  CHECK(r.world.applied_configs == 1);
+  REQUIRE(r.m->slots().size() == 3);
+  r.settle();
+  CHECK(r.m->slots()[2].serving != 0);  // the new slot is staffed on current
+  CHECK(r.world.spawned.back().release == "R2");
+}
+
+TEST_CASE("shutdown: operations end, every worker drains, then when_empty once") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.m->submit(r.op(OpRequest::Kind::Deploy));
+  r.settle();
+  int empties = 0;
+  r.m->shutdown([&] { empties++; });
+  CHECK(r.world.cancelled);
+  CHECK(r.outcomes.back() == std::pair<bool, std::string>{false, "the agent is shutting down"});
+  for (pid_t p : r.world.pids_of("R1")) CHECK(r.world.signals[p] == std::vector<int>{SIGTERM});
+  r.settle();
+  CHECK(empties == 0);
+  for (pid_t p : r.world.pids_of("R1")) r.exit(p, "exited with status 0");
+  r.advance(1s);
+  CHECK(empties == 1);
+  CHECK(r.world.spawned.size() == 2);  // no crash restart during a shutdown
+}
