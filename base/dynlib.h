@@ -1,4 +1,3 @@
-#pragma once
 // Libraries the daemon needs only for some work (libgit2 for git deploys, libcurl for alerts)
 // are opened on first use, not linked: linked, they and their dependencies (OpenSSL, GnuTLS,
 // Kerberos, LDAP...) would be mapped and initialised in every agent process, which costs about
@@ -8,6 +7,8 @@
 // A file that uses one declares, inside its own namespace, a pointer named after each function
 // it calls (AGENT_DL_DECLARE), so the calls read as usual; a function left out is an undefined
 // reference at link time, since the library is not linked.
+#pragma once
+
 #include <dlfcn.h>
 
 #include <mutex>

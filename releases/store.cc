@@ -1,3 +1,6 @@
+// The release store (store.h). Over 500 lines on purpose: staging, activation, recovery and
+// pruning keep one set of invariants (a release dir is whole or .tmp; `current` moves by
+// rename; the journal says why) and share the private helpers that keep them.
 #include "releases/store.h"
 
 #include <dirent.h>

@@ -1,3 +1,6 @@
+// agent.toml, read and checked (config.h). Over 500 lines on purpose: every key's parse, default
+// and check sit side by side, in the order of the README's key table, so the contract is read
+// in one place.
 #include "agent/config/config.h"
 
 

@@ -28,7 +28,8 @@
 // request replaces the waiting one (its requester is told): the latest wins.
 //   deploy:   Staging -> Building (if `build`) -> preflight -> Rolling -> Disk (journal, current)
 //   rollback: Disk (read the target) -> preflight -> Rolling -> Disk
-//   reload, replace: preflight -> Rolling;  start: Starting;  stop, restart: Stopping
+//   reload, replace: preflight -> Rolling;  start: Launching;  stop: Stopping;
+//   restart: Stopping -> Launching
 // A refusal before Rolling touches nothing running. Rolling swaps batches of max_surge slots:
 // start incoming workers; when all of the batch are Ready, each takes its slot and the old one
 // drains, so capacity never drops below `instances`. If an incoming worker fails, the batch is
@@ -71,9 +72,10 @@ struct OpRequest {
 };
 const char* op_name(OpRequest::Kind k);
 
-// Where the running operation is. Disk: waiting for the store thread (the journal, `current`)
-// before it goes on or ends.
-enum class Phase { Idle, Staging, Building, Rolling, Starting, Stopping, Disk };
+// Where the running operation is. Launching: a start's workers are launched, all at once, and
+// it waits for every slot to be ready (not a worker's Starting). Disk: waiting for the store
+// thread (the journal, `current`) before it goes on or ends.
+enum class Phase { Idle, Staging, Building, Rolling, Launching, Stopping, Disk };
 
 /// A journal write the machine asks for; the shell runs it on the store thread.
 struct JournalWrite {
@@ -246,7 +248,7 @@ class AppMachine {
   std::optional<AppConfig> next_app_;  // a config reload waiting for the running operation
   std::map<pid_t, Worker> workers_;
   std::vector<Slot> slots_;
-  bool stopped_ = false, shutting_down_ = false, restart_after_stop_ = false;
+  bool stopped_ = false, shutting_down_ = false;
   bool sockets_closed_ = false;  // by a stop; reopened by the next operation that starts workers
   Phase phase_ = Phase::Idle;
   std::optional<OpRequest> running_, pending_;

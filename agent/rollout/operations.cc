@@ -91,7 +91,7 @@ void AppMachine::start_op(OpRequest op) {
       auto cur = fx_.current();
       if (!cur) return finish_op(false, nothing_deployed(app_.name));
       stopped_ = false;
-      phase_ = Phase::Starting;
+      phase_ = Phase::Launching;
       if (!reopen_sockets() || !preflight(*cur)) return;
       for (size_t i = 0; i < slots_.size(); ++i) {
         Slot& slot = slots_[i];
@@ -107,7 +107,6 @@ void AppMachine::start_op(OpRequest op) {
     case OpRequest::Kind::Stop:
     case OpRequest::Kind::Restart: {
       stopped_ = true;
-      restart_after_stop_ = r.kind == OpRequest::Kind::Restart;
       phase_ = Phase::Stopping;
       for (auto& slot : slots_) {
         loop_.cancel(std::exchange(slot.restart_timer, 0));
@@ -269,7 +268,7 @@ void AppMachine::advance() {
       case Phase::Building:
       case Phase::Disk:
         return reconcile();
-      case Phase::Starting: {
+      case Phase::Launching: {
         for (const auto& slot : slots_) {
           const Worker* w = slot.serving ? find(slot.serving) : nullptr;
           if (!w || w->state != WorkerState::Ready) return;
@@ -279,8 +278,7 @@ void AppMachine::advance() {
       case Phase::Stopping: {
         for (const auto& [pid, w] : workers_)
           if (!w.adopted) return;
-        if (restart_after_stop_) {
-          restart_after_stop_ = false;
+        if (running_ && running_->kind == OpRequest::Kind::Restart) {
           say("all workers stopped; starting again");
           OpRequest op = std::move(*running_);
           op.kind = OpRequest::Kind::Start;

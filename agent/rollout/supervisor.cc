@@ -434,7 +434,7 @@ nlohmann::json AppSupervisor::status() const {
     case Phase::Staging: state = "staging"; break;
     case Phase::Building: state = "building"; break;
     case Phase::Rolling: state = machine_.reverting() ? "reverting" : "rolling"; break;
-    case Phase::Starting: state = "starting"; break;
+    case Phase::Launching: state = "starting"; break;
     case Phase::Stopping: state = "stopping"; break;
     case Phase::Disk: state = "recording"; break;
     case Phase::Idle: break;

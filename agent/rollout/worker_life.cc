@@ -109,7 +109,7 @@ void AppMachine::on_ready_timeout(pid_t pid) {
   // A crash restart or a start that hangs: count it as a crash and try again later.
   if (slot.serving == pid) slot.serving = 0, slot.crashes++;
   drain(pid, "not ready in time");
-  if (phase_ == Phase::Starting) return finish_op(false, reason);
+  if (phase_ == Phase::Launching) return finish_op(false, reason);
   spdlog::warn("{}: {}", app_.name, reason);
   advance();
 }
@@ -152,7 +152,7 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
       }
       // A start waits for every slot to be ready at once: a worker that dies meanwhile, before
       // or after its ready, ends it (the restarts go on), so the queue behind it is not held.
-      if (phase_ == Phase::Starting)
+      if (phase_ == Phase::Launching)
         finish_op(false, name + (gone.state == WorkerState::Starting ? " exited before ready: " : " exited after ready: ") +
                              reason + " (restarting with backoff)");
     }

@@ -116,6 +116,18 @@ class Agent:
             json.dump({"name": "fixture", "version": version, "knobs": knobs or {}}, f)
         return d
 
+    def make_heavy_release(self, version, dirs, files_per_dir, file_bytes=0):
+        """make_release plus node_modules/ with dirs x files_per_dir files: a tree that takes
+        a while to stage."""
+        d = self.make_release(version)
+        for i in range(dirs):
+            sub = os.path.join(d, "node_modules", f"m{i}")
+            os.makedirs(sub)
+            for j in range(files_per_dir):
+                with open(os.path.join(sub, f"f{j}.js"), "w") as f:
+                    f.write("x" * file_bytes)
+        return d
+
     def make_python_release(self, version):
         """A source tree of apps/notify_worker.py (a Python worker) with a VERSION marker."""
         self.versions += 1

@@ -304,12 +304,8 @@ class Shutdown(AgentTest):
         a.start(wait_ready=False)
         self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.0")).returncode, 0)
         live = a.current("web")
-        big = a.make_release("2.0.0")
         # A tree that takes seconds to copy: 40 dirs x 1,000 files, and one 1 GiB file.
-        for d in range(40):
-            os.makedirs(os.path.join(big, "node_modules", f"m{d}"))
-            for f in range(1000):
-                open(os.path.join(big, "node_modules", f"m{d}", f"f{f}.js"), "w").close()
+        big = a.make_heavy_release("2.0.0", 40, 1000)
         with open(os.path.join(big, "node_modules", "blob.bin"), "wb") as f:
             f.write(os.urandom(1 << 20) * 1024)
         deploy = a.cli_async("deploy", "web", "--from", big)

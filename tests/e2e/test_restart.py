@@ -74,12 +74,7 @@ class KillNine(AgentTest):
         a.start(wait_ready=False)
         self.assertEqual(a.cli("deploy", "web", "--from", a.make_release("1.0.0")).returncode, 0)
         v1 = a.current("web")
-        big = a.make_release("2.0.0")
-        for d in range(100):
-            os.makedirs(os.path.join(big, "node_modules", f"p{d}"))
-            for i in range(100):
-                with open(os.path.join(big, "node_modules", f"p{d}", f"f{i}.js"), "w") as f:
-                    f.write("x" * 2048)
+        big = a.make_heavy_release("2.0.0", 100, 100, 2048)
         releases = os.path.join(a.state, "web", "releases")
         load = Load(port)
         deploy = a.cli_async("deploy", "web", "--from", big)

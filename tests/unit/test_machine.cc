@@ -362,7 +362,7 @@ TEST_CASE("restart: stop, then start in one operation") {
   pid_t old = r.serving()[0];
   r.submit(OpRequest::Kind::Restart);
   r.exit(old, "exited with status 0");
-  CHECK(r.m->phase() == Phase::Starting);
+  CHECK(r.m->phase() == Phase::Launching);
   r.ready_all("R1");
   CHECK(r.outcomes.back().first);
   CHECK(r.outcomes.back().second.find("running 1 workers on R1") == 0);
