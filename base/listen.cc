@@ -91,16 +91,33 @@ bool listen_conflicts(const ListenAddress& a, const ListenAddress& b) {
 
 namespace base {
 
+unsigned sockaddr_of(const ListenAddress& a, sockaddr_storage* ss, bool to_connect) {
+  *ss = sockaddr_storage{};
+  if (a.kind == ListenAddress::Kind::Unix) {
+    auto* un = reinterpret_cast<sockaddr_un*>(ss);
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, a.path.c_str(), a.path.size() + 1);  // parse_listen bounded it
+    return sizeof(sockaddr_un);
+  }
+  if (a.kind == ListenAddress::Kind::Tcp6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(ss);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(a.port);
+    inet_pton(AF_INET6, to_connect && a.is_wildcard() ? "::1" : a.host.c_str(), &in6->sin6_addr);
+    return sizeof(sockaddr_in6);
+  }
+  auto* in = reinterpret_cast<sockaddr_in*>(ss);
+  in->sin_family = AF_INET;
+  in->sin_port = htons(a.port);
+  inet_pton(AF_INET, to_connect && a.is_wildcard() ? "127.0.0.1" : a.host.c_str(), &in->sin_addr);
+  return sizeof(sockaddr_in);
+}
+
 int bind_listen(const ListenAddress& a, std::string* err) {
   sockaddr_storage ss{};
-  socklen_t len = 0;
-  int family = AF_INET;
+  socklen_t len = sockaddr_of(a, &ss, false);
+  int family = ss.ss_family;
   if (a.kind == ListenAddress::Kind::Unix) {
-    family = AF_UNIX;
-    auto* un = reinterpret_cast<sockaddr_un*>(&ss);
-    un->sun_family = AF_UNIX;
-    std::memcpy(un->sun_path, a.path.c_str(), a.path.size() + 1);
-    len = sizeof(sockaddr_un);
     struct stat st {};
     if (::lstat(a.path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode)) return *err = "listen on " + a.text + ": the path exists and is not a socket", -1;
@@ -111,19 +128,6 @@ int bind_listen(const ListenAddress& a, std::string* err) {
       if (live) return *err = "listen on " + a.text + ": another process is listening there", -1;
       ::unlink(a.path.c_str());
     }
-  } else if (a.kind == ListenAddress::Kind::Tcp6) {
-    family = AF_INET6;
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(a.port);
-    inet_pton(AF_INET6, a.host.c_str(), &in6->sin6_addr);
-    len = sizeof(sockaddr_in6);
-  } else {
-    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(a.port);
-    inet_pton(AF_INET, a.host.c_str(), &in->sin_addr);
-    len = sizeof(sockaddr_in);
   }
   int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return *err = "socket for " + a.text + ": " + std::strerror(errno), -1;

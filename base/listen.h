@@ -1,6 +1,8 @@
 // A `listen` address from the config: "host:port", "[v6]:port", ":port", or a unix socket path.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -38,6 +40,10 @@ namespace base {
 /// every worker inherits). The fd is close-on-exec in the agent; a worker gets it by dup2.
 /// A stale unix socket file is replaced. Returns -1 with *err on failure.
 int bind_listen(const ListenAddress& a, std::string* err);
+
+/// The socket address of `a` in *ss, its length returned. With `to_connect`, a wildcard host
+/// becomes the loopback address of its family: where a client on this host reaches it.
+unsigned sockaddr_of(const ListenAddress& a, ::sockaddr_storage* ss, bool to_connect);
 
 /// The canonical address a listening socket is bound to, or "" if it is none we serve.
 std::string canonical_address_of(int fd);

@@ -20,12 +20,13 @@ const char* event_name(Event e) {
     case Event::Failed: return "failed";
     case Event::RolledBack: return "rolled_back";
     case Event::Refused: return "refused";
+    case Event::Baked: return "baked";
   }
   return "?";
 }
 
 std::optional<Event> parse_event(const std::string& s) {
-  for (Event e : {Event::Staged, Event::Activated, Event::Failed, Event::RolledBack, Event::Refused})
+  for (Event e : {Event::Staged, Event::Activated, Event::Failed, Event::RolledBack, Event::Refused, Event::Baked})
     if (s == event_name(e)) return e;
   return std::nullopt;
 }
@@ -36,6 +37,7 @@ std::string format_line(const JournalEntry& e) {
   nlohmann::json j = {{"time", e.time},       {"event", event_name(e.event)}, {"release", e.release},
                       {"version", e.version}, {"source", e.source},           {"revision", e.revision},
                       {"reason", e.reason},   {"uid", e.uid}};
+  if (e.bad) j["bad"] = true;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
@@ -103,6 +105,7 @@ bool Journal::read(std::vector<JournalEntry>* out, std::vector<std::string>* war
     e.revision = str("revision");
     e.reason = str("reason");
     if (j.contains("uid") && j["uid"].is_number_integer()) e.uid = j["uid"].get<long>();
+    e.bad = j.contains("bad") && j["bad"].is_boolean() && j["bad"].get<bool>();
     out->push_back(std::move(e));
   }
   return true;

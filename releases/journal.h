@@ -9,8 +9,9 @@
 namespace releases {
 
 // refused: a deploy turned down before anything was staged (no version, no package.json in a
-// pushed commit, a tree that kept changing); it has no release id.
-enum class Event { Staged, Activated, Failed, RolledBack, Refused };
+// pushed commit, a tree that kept changing); it has no release id. baked: the release passed
+// its bake (README "Health and bake"); one that failed it is rolled_back with `bad` set.
+enum class Event { Staged, Activated, Failed, RolledBack, Refused, Baked };
 const char* event_name(Event e);
 std::optional<Event> parse_event(const std::string& s);
 
@@ -23,6 +24,7 @@ struct JournalEntry {
   std::string revision;  // git commit, when there is one
   std::string reason;    // why it failed / why it was activated or rolled back
   long uid = -1;         // who asked
+  bool bad = false;      // rolled_back: it failed its bake; rollback never lands on it
 };
 
 class Journal {

@@ -26,6 +26,7 @@ const char* state_name(ReleaseState s) {
     case ReleaseState::Previous: return "previous";
     case ReleaseState::Failed: return "failed";
     case ReleaseState::RolledBack: return "rolled_back";
+    case ReleaseState::Bad: return "bad";
     case ReleaseState::Refused: return "refused";
     case ReleaseState::Unknown: return "unknown";
   }
@@ -100,7 +101,8 @@ std::vector<std::string> ReleaseStore::activation_stack(const std::vector<Journa
         if (it != stack.end()) stack.erase(it);
         break;
       case Event::Staged:
-      case Event::Refused: break;
+      case Event::Refused:
+      case Event::Baked: break;
     }
   }
   std::erase_if(stack, [&](const std::string& id) { return !base::is_directory(release_dir(id)); });
@@ -367,6 +369,43 @@ bool ReleaseStore::record_failed(const std::string& id, const std::string& reaso
   return journal_.append(entry_about(entries, Event::Failed, id, reason, uid), err);
 }
 
+bool ReleaseStore::record_baked(const std::string& id, const std::string& reason, long uid, std::string* err) {
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  return journal_.append(entry_about(entries, Event::Baked, id, reason, uid), err);
+}
+
+bool ReleaseStore::record_bake_failed(const std::string& id, const std::string& to, const std::string& reason, long uid,
+                                      std::string* err) {
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  JournalEntry bad = entry_about(entries, Event::RolledBack, id, reason, uid);
+  bad.bad = true;
+  if (to.empty()) return journal_.append(bad, err);
+  return switch_current(to, {bad, entry_about(entries, Event::Activated, to, "bake of " + id + " failed", uid)}, err);
+}
+
+std::optional<std::pair<std::string, std::string>> ReleaseStore::same_as_bad(const Release& staged, const std::string& watch) const {
+  std::vector<JournalEntry> entries;
+  std::string err, mine;
+  if (!read_journal(&entries, &err)) return std::nullopt;
+  bool have_mine = base::read_file(release_dir(staged.id) + "/" + watch, &mine, &err);
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->event != Event::RolledBack || !it->bad || it->release == staged.id) continue;
+    if (!staged.revision.empty() && it->revision == staged.revision) return std::make_pair(it->release, it->reason);
+    std::string theirs;
+    if (have_mine && base::read_file(release_dir(it->release) + "/" + watch, &theirs, &err) && theirs == mine)
+      return std::make_pair(it->release, it->reason);
+  }
+  return std::nullopt;
+}
+
+bool ReleaseStore::discard(const std::string& id, std::string* err) {
+  std::string doomed = release_dir(id) + ".tmp";
+  if (::rename(release_dir(id).c_str(), doomed.c_str()) != 0) return *err = base::errno_message("rename", release_dir(id)), false;
+  return base::remove_tree(doomed, err);
+}
+
 bool ReleaseStore::rollback_target(int n, std::string* id, std::string* err) const {
   if (n < 1) return *err = "rollback needs a number of releases of 1 or more", false;
   std::vector<JournalEntry> entries;
@@ -389,6 +428,9 @@ bool ReleaseStore::check_rollback_to(const std::string& id, std::string* err) co
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->release != id) continue;
     if (it->event == Event::Failed) return *err = "release " + id + " failed (" + it->reason + "); deploy it again instead", false;
+    if (it->event == Event::RolledBack && it->bad)
+      return *err = "release " + id + " failed its bake (" + it->reason + "); deploy it again instead", false;
+    if (it->event == Event::Baked) continue;
     break;
   }
   return true;
@@ -426,13 +468,15 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
     if (!e.source.empty()) r.source = e.source;
     if (!e.revision.empty()) r.revision = e.revision;
     if (e.event == Event::Staged) r.time = e.time;
+    if (e.event == Event::Baked) continue;  // a note on the release, not a change of its state
     r.reason = e.reason;
     switch (e.event) {
       case Event::Staged: r.state = ReleaseState::Staged; break;
       case Event::Activated: r.state = ReleaseState::Previous; break;
       case Event::Failed: r.state = ReleaseState::Failed; break;
-      case Event::RolledBack: r.state = ReleaseState::RolledBack; break;
-      case Event::Refused: break;
+      case Event::RolledBack: r.state = e.bad ? ReleaseState::Bad : ReleaseState::RolledBack; break;
+      case Event::Refused:
+      case Event::Baked: break;
     }
   }
   out->clear();

@@ -49,7 +49,7 @@ struct Release {
   int tries = 0;
 };
 
-enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Refused, Unknown };
+enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Bad, Refused, Unknown };
 const char* state_name(ReleaseState s);
 
 struct ReleaseInfo {
@@ -106,6 +106,22 @@ class ReleaseStore {
   /// Makes `id` current as a rollback: journals rolled_back for every release above it in the
   /// activation history (the current one at least), then activated.
   bool rollback_to(const std::string& id, long uid, std::string* err);
+
+  /// `id` passed its bake: journaled `baked` with `reason` ("60s, 30 probes ok").
+  bool record_baked(const std::string& id, const std::string& reason, long uid, std::string* err);
+
+  /// `id` failed its bake: journaled rolled_back with `bad` and the reason, then `to` (the
+  /// release live before it) made current again and journaled activated. With no `to` (a first
+  /// deploy), only the rolled_back line: there is nothing to go back to.
+  bool record_bake_failed(const std::string& id, const std::string& to, const std::string& reason, long uid,
+                          std::string* err);
+
+  /// A bad release (failed its bake) that `staged` repeats: the same git commit, or the same
+  /// content of the watched file (package.json, a version marker). Its id and why it was bad.
+  std::optional<std::pair<std::string, std::string>> same_as_bad(const Release& staged, const std::string& watch) const;
+
+  /// Removes a staged release that will not be used (renamed to .tmp first, as pruning does).
+  bool discard(const std::string& id, std::string* err);
 
   /// Every release on disk, newest first, with its state from the journal, and the refused
   /// deploys among them (the last 5 no older than the oldest release listed).

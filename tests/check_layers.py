@@ -14,11 +14,13 @@ ALLOWED = {
     "watchers": ["base"],
     "agent/config": ["base"],
     "agent/process": ["base", "agent/config"],
+    "agent/health": ["base"],
     "hooks": ["base", "releases", "agent/config", "agent/process"],
     "agent/alerts": ["base", "releases", "agent/config"],
-    "agent/rollout": ["base", "releases", "watchers", "agent/config", "agent/process", "hooks", "agent/alerts"],
-    "agent/daemon": ["base", "releases", "watchers", "agent/config", "agent/process", "hooks", "agent/alerts",
-                     "agent/rollout"],
+    "agent/rollout": ["base", "releases", "watchers", "agent/config", "agent/process", "agent/health", "hooks",
+                      "agent/alerts"],
+    "agent/daemon": ["base", "releases", "watchers", "agent/config", "agent/process", "agent/health", "hooks",
+                     "agent/alerts", "agent/rollout"],
     "agent": ["agent/daemon"],  # main.cc
 }
 

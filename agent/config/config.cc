@@ -274,6 +274,37 @@ struct AppSource {
   std::vector<toml::source_region> listen_at;
 };
 
+// health, health_host, health_interval, health_timeout, health_failures, bake.
+void read_health(TableReader& r, const toml::table& t, AppConfig* app) {
+  std::string health;
+  if (r.string("health", &health)) {
+    size_t sp = health.find(' ');
+    std::string method = health.substr(0, sp), path = sp == std::string::npos ? "" : health.substr(sp + 1);
+    bool clean_path = !path.empty() && path[0] == '/' &&
+                      std::none_of(path.begin(), path.end(), [](unsigned char c) { return c <= ' ' || c == 0x7f; });
+    if (method != "GET" && method != "HEAD")
+      r.error(*t.get("health"), "health", "\"" + health + "\": the probe is \"GET /path\" or \"HEAD /path\"");
+    else if (!clean_path)
+      r.error(*t.get("health"), "health", "\"" + health + "\": the path must start with / and hold no spaces");
+    else
+      app->health_method = method, app->health_path = path;
+    if (app->listen.empty())
+      r.error(*t.get("health"), "health", "the probe goes through the app's first listen address, and it has none");
+  }
+  if (r.string("health_host", &app->health_host) &&
+      std::any_of(app->health_host.begin(), app->health_host.end(), [](unsigned char c) { return c <= ' ' || c == 0x7f; }))
+    r.error(*t.get("health_host"), "health_host", "\"" + app->health_host + "\" is not a host name");
+  r.duration("health_interval", &app->health_interval);
+  r.duration("health_timeout", &app->health_timeout);
+  r.integer("health_failures", &app->health_failures, 1, 100);
+  r.duration("bake", &app->bake);
+  auto window = app->health_interval * app->health_failures;
+  if (t.get("bake") && !app->health_path.empty() && app->bake.count() > 0 && app->bake < window)
+    r.error(*t.get("bake"), "bake", base::format_duration(app->bake) + " is shorter than health_interval x health_failures (" +
+                                        base::format_duration(app->health_interval) + " x " + std::to_string(app->health_failures) +
+                                        " = " + base::format_duration(window) + "): an unhealthy release could outlast its bake");
+}
+
 void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
   src->name_at = t.source();
   std::string where = "[[app]]";
@@ -357,6 +388,7 @@ void read_app(const toml::table& t, AppConfig* app, AppSource* src, Ctx& ctx) {
               " is longer than kill_timeout (default " + base::format_duration(*app->kill_timeout) +
               "): the worker would be killed before the drain-stalled alert; set kill_timeout too");
   }
+  read_health(r, t, app);
   r.size("max_memory", &app->max_memory);
   r.integer("keep_releases", &app->keep_releases, 1, 1000);
   r.string("build", &app->build);

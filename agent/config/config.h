@@ -80,6 +80,14 @@ struct AppConfig {
   std::vector<std::string> path_append;
   std::vector<std::string> linked_dirs;
   std::vector<std::pair<std::string, std::string>> env;  // [app.env], sorted by name
+  // Health and bake (README "Health and bake"): a probe through the first listen address, and
+  // how long a new release is watched after its rollout before it counts as good.
+  std::string health_method, health_path;     // "GET", "/healthz"; empty: no probe
+  std::string health_host;                    // the Host header; "": the listen address
+  base::Millis health_interval{2'000};
+  base::Millis health_timeout{2'000};
+  int health_failures = 3;                    // failed probes in a row that make it unhealthy
+  base::Millis bake{0};                       // 0: no bake
   base::Millis settle{2'000};                 // quiet time after a change of source/watch before deploying
   std::optional<base::Millis> poll_interval;  // also read the watched file this often (NFS)
 

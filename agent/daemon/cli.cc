@@ -300,6 +300,7 @@ int cmd_releases(const Args& a) {
     std::vector<std::vector<std::string>> rows = {{"", "ID", "VERSION", "SOURCE", "STATE", "NOTE"}};
     for (const auto& r : list) {
       bool why = r.state == releases::ReleaseState::Failed || r.state == releases::ReleaseState::RolledBack ||
+                 r.state == releases::ReleaseState::Bad ||
                  r.state == releases::ReleaseState::Refused;
       rows.push_back({r.current ? "*" : " ", r.id.empty() ? "(none: " + r.time + ")" : r.id, r.version.empty() ? "-" : r.version,
                       r.source, releases::state_name(r.state), why ? r.reason : ""});

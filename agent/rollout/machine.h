@@ -27,6 +27,8 @@
 // stop, restart, replace) is an operation. One runs at a time; one more may wait, and a newer
 // request replaces the waiting one (its requester is told): the latest wins.
 //   deploy:   Staging -> Building (if `build`) -> preflight -> Rolling -> Disk (journal, current)
+//             -> Baking (if `bake`): passes -> Disk (baked); fails (probe unhealthy, a worker
+//             exits) -> Rolling back to the release live before -> Disk (rolled_back, bad)
 //   rollback: Disk (read the target) -> preflight -> Rolling -> Disk
 //   reload, replace: preflight -> Rolling;  start: Launching;  stop: Stopping;
 //   restart: Stopping -> Launching
@@ -75,13 +77,18 @@ const char* op_name(OpRequest::Kind k);
 // Where the running operation is. Launching: a start's workers are launched, all at once, and
 // it waits for every slot to be ready (not a worker's Starting). Disk: waiting for the store
 // thread (the journal, `current`) before it goes on or ends.
-enum class Phase { Idle, Staging, Building, Rolling, Launching, Stopping, Disk };
+enum class Phase { Idle, Staging, Building, Rolling, Launching, Stopping, Disk, Baking };
+
+// What the health probe says of the app (README "Health and bake").
+enum class Health { Unknown, Healthy, Unhealthy };
+const char* health_name(Health h);
 
 /// A journal write the machine asks for; the shell runs it on the store thread.
 struct JournalWrite {
-  enum class Kind { Refused, Failed, Activate, RollbackTo };
+  enum class Kind { Refused, Failed, Activate, RollbackTo, Baked, BakeFailed };
   Kind kind = Kind::Failed;
   std::string release, reason;
+  std::string to;     // BakeFailed: the release made current again ("" when there was none)
   OpRequest request;  // Refused: what was asked (source, revision, uid)
   long uid = -1;
 };
@@ -154,6 +161,8 @@ class AppMachine {
   /// A worker exited. `reason` says how ("exited with status 3", "could not start: ..."),
   /// `last_output` its last lines ("; last output: ..."), said when it died before ready.
   void on_exit(pid_t pid, const std::string& reason, const std::string& last_output);
+  /// One health probe's result (the shell probes every health_interval).
+  void on_probe(bool ok, const std::string& detail);
   /// Workers a killed agent left serving: drained once ours serve.
   void adopt(const std::vector<pid_t>& pids);
   /// A reloaded config: timings for the next worker, `instances` now (or when the running
@@ -193,6 +202,11 @@ class AppMachine {
   /// The running and the waiting operation, if any.
   const OpRequest* running() const { return running_ ? &*running_ : nullptr; }
   const OpRequest* pending() const { return pending_ ? &*pending_ : nullptr; }
+  Health health() const { return health_; }
+  /// The last failed probe's detail ("GET /healthz: HTTP 500: ..."), "" when none failed yet.
+  const std::string& last_probe_failure() const { return last_probe_failure_; }
+  /// While baking: the release and the time left.
+  std::optional<std::pair<std::string, base::Clock::duration>> baking() const;
   /// "role" of a worker for status: serving, incoming, draining, adopted.
   std::string role_of(const Worker& w) const;
   /// Says `line` in the log and to the running operation's requester.
@@ -208,6 +222,14 @@ class AppMachine {
     int batches_done = 0, batches_total = 0;
     bool reverting = false;
     std::string failure;
+    std::string was_current;  // `current` when it began: what a failed bake goes back to
+    std::string bad_release, bake_failure;  // set: this rollout takes a release that failed its bake out
+  };
+  struct Bake {
+    std::string release, previous, live_message;
+    base::Clock::time_point until;
+    int probes_ok = 0;
+    base::EventLoop::Id timer = 0, tick = 0;
   };
 
   // Operations (operations.cc).
@@ -227,6 +249,14 @@ class AppMachine {
   void record_failed(const std::string& release, const std::string& reason, std::function<void()> then);
   void apply_instances();
   std::vector<int> all_slots() const;
+
+  // Bake (bake.cc).
+  void start_bake(const std::string& release, const std::string& previous, const std::string& live_message);
+  void bake_tick();
+  void end_bake();
+  void fail_bake(const std::string& reason);
+  void finish_bake_rollback(const Rollout& ro);
+  void stop_bake_timers();
 
   // A worker's life (worker_life.cc).
   Worker* get(pid_t pid);
@@ -254,6 +284,10 @@ class AppMachine {
   std::optional<OpRequest> running_, pending_;
   base::Clock::time_point op_started_;
   Rollout rollout_;
+  Bake bake_;
+  Health health_ = Health::Unknown;
+  int probe_fails_ = 0;  // in a row
+  std::string last_probe_failure_;
   base::EventLoop::Id memory_timer_ = 0;
   std::function<void()> when_empty_;
   // Work posted to the loop checks this first: it expires with the machine.

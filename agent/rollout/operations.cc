@@ -248,6 +248,7 @@ void AppMachine::begin_rollout(OpRequest::Kind kind, const std::string& target, 
   rollout_.kind = kind;
   rollout_.target = target;
   rollout_.version = fx_.version_of(target);
+  rollout_.was_current = fx_.current().value_or("");
   rollout_.todo = std::move(slots);
   int surge = std::max(1, app_.max_surge);
   rollout_.batches_total = (static_cast<int>(rollout_.todo.size()) + surge - 1) / surge;
@@ -267,6 +268,7 @@ void AppMachine::advance() {
       case Phase::Staging:
       case Phase::Building:
       case Phase::Disk:
+      case Phase::Baking:
         return reconcile();
       case Phase::Launching: {
         for (const auto& slot : slots_) {
@@ -354,6 +356,11 @@ void AppMachine::fail_rollout(const std::string& reason) {
     fx_.alert({app_.name, "rollout_failed", "reverting " + ro.target + " failed too: " + reason,
                "the workers that still run keep serving; see agent status " + app_.name, 0, ro.target});
     std::string message = ro.failure + "; and reverting failed: " + reason;
+    if (!ro.bad_release.empty()) {
+      Rollout gone = std::exchange(rollout_, Rollout{});
+      gone.failure = message;
+      return finish_bake_rollback(gone);
+    }
     if (!marks_release(ro.kind)) return finish_op(false, message);
     return record_failed(ro.target, ro.failure, [this, message] { finish_op(false, message); });
   }
@@ -381,6 +388,7 @@ void AppMachine::complete_rollout() {
   Rollout ro = std::move(rollout_);
   rollout_ = Rollout{};
   phase_ = Phase::Idle;
+  if (!ro.bad_release.empty()) return finish_bake_rollback(ro);
   if (!ro.failure.empty()) {
     auto reverted = [this, ro] {
       auto cur = fx_.current();
@@ -398,7 +406,10 @@ void AppMachine::complete_rollout() {
     auto took = timing::ms_text(loop_.now() - op_started_);
     if (ro.kind == OpRequest::Kind::Replace)
       return finish_op(true, "replaced slot " + std::to_string(ro.swapped.empty() ? -1 : ro.swapped[0]));
-    finish_op(true, "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took);
+    std::string message = "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took;
+    // A deploy is watched a while longer before it counts as good (bake.cc).
+    if (ro.kind == OpRequest::Kind::Deploy && app_.bake.count() > 0) return start_bake(ro.target, ro.was_current, message);
+    finish_op(true, message);
   };
   if (!marks_release(ro.kind)) return live();
   JournalWrite w;

@@ -42,6 +42,7 @@ AppSupervisor::~AppSupervisor() {
     ::close(fd);
   }
   loop_.remove(notify_watch_);
+  loop_.cancel(probe_timer_);
 }
 
 bool AppSupervisor::init(std::string* err) {
@@ -65,6 +66,7 @@ bool AppSupervisor::init(std::string* err) {
 
 void AppSupervisor::boot() {
   install_git_hook();
+  schedule_probe();
   // What runs now (or is about to) sets the watch's baseline: only a different content deploys.
   std::string baseline, err;
   std::optional<OpRequest> op;
@@ -108,6 +110,17 @@ void AppSupervisor::boot() {
   if (!app_.source.empty()) start_watch(app_, baseline);
   if (op) submit(std::move(*op));
   booted_ = true;
+}
+
+void AppSupervisor::schedule_probe() {
+  probe_timer_ = loop_.after(app_.health_interval, [this] {
+    probe_timer_ = 0;
+    if (shutting_down_) return;
+    schedule_probe();  // the next one, with the interval as the config says now
+    if (app_.health_path.empty() || app_.listen.empty() || machine_.stopped() || probe_.busy() || !store_.current()) return;
+    ProbeTarget t{app_.listen[0], app_.health_method, app_.health_path, app_.health_host, app_.health_timeout};
+    probe_.start(t, [this](const ProbeResult& r) { machine_.on_probe(r.ok, r.detail); });
+  });
 }
 
 void AppSupervisor::log_nothing_deployed() {
@@ -195,6 +208,16 @@ void AppSupervisor::stage(const OpRequest& r, std::function<void(const StageOutc
     result->release = rel.id;
     result->version = rel.version;
     result->revision = rel.revision;
+    // A trigger does not bring back what failed its bake; `agent deploy` by hand does.
+    if (result->ok && req.source != "cli") {
+      if (auto bad = store.same_as_bad(rel, req.watch)) {
+        std::string err;
+        if (!store.discard(rel.id, &err)) spdlog::warn("removing the unused release {}: {}", rel.id, err);
+        result->ok = false;
+        result->error = "not deployed: the same " + std::string(req.source == "git" ? "commit" : req.watch + " content") + " as " +
+                        bad->first + ", which failed its bake (" + bad->second + "); agent deploy deploys it anyway";
+      }
+    }
   }, [this, result, then = std::move(then)] {
     cancel_.reset();
     then(*result);
@@ -289,8 +312,11 @@ void AppSupervisor::journal(const JournalWrite& w, std::function<void(bool, cons
       case JournalWrite::Kind::Failed: ok = store.record_failed(w.release, w.reason, w.uid, &err); break;
       case JournalWrite::Kind::Activate: ok = store.activate(w.release, "deploy", w.uid, &err); break;
       case JournalWrite::Kind::RollbackTo: ok = store.rollback_to(w.release, w.uid, &err); break;
+      case JournalWrite::Kind::Baked: ok = store.record_baked(w.release, w.reason, w.uid, &err); break;
+      case JournalWrite::Kind::BakeFailed: ok = store.record_bake_failed(w.release, w.to, w.reason, w.uid, &err); break;
     }
-    if (!ok && (w.kind == JournalWrite::Kind::Refused || w.kind == JournalWrite::Kind::Failed))
+    // Activate and RollbackTo failures are the machine's to report (the operation fails).
+    if (!ok && w.kind != JournalWrite::Kind::Activate && w.kind != JournalWrite::Kind::RollbackTo)
       spdlog::error("{}: journal: {}", name, err);
   }, [result, then = std::move(then)] { then(result->first, result->second); });
 }
@@ -366,6 +392,8 @@ void AppSupervisor::config_applied(const AppConfig& app) {
 void AppSupervisor::shutdown(std::function<void()> when_empty) {
   shutting_down_ = true;
   watch_.reset();
+  loop_.cancel(std::exchange(probe_timer_, 0));
+  probe_.cancel();
   when_empty_ = std::move(when_empty);
   machine_.shutdown([this] {
     machine_empty_ = true;
@@ -437,6 +465,7 @@ nlohmann::json AppSupervisor::status() const {
     case Phase::Launching: state = "starting"; break;
     case Phase::Stopping: state = "stopping"; break;
     case Phase::Disk: state = "recording"; break;
+    case Phase::Baking: state = "baking"; break;
     case Phase::Idle: break;
   }
   std::string version, raw, err;
@@ -471,6 +500,14 @@ nlohmann::json AppSupervisor::status() const {
   }
   j["workers"] = workers;
   j["orphans"] = orphans;
+  if (!app_.health_path.empty()) {
+    j["health"] = health_name(machine_.health());
+    if (!machine_.last_probe_failure().empty()) j["health_last_failure"] = machine_.last_probe_failure();
+  }
+  if (auto b = machine_.baking()) {
+    j["baking"] = b->first;
+    j["bake_left_s"] = std::chrono::duration_cast<std::chrono::seconds>(b->second).count();
+  }
   return j;
 }
 

@@ -26,6 +26,7 @@
 
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
+#include "agent/health/probe.h"
 #include "agent/process/launch_env.h"
 #include "agent/process/notify_socket.h"
 #include "agent/process/orphans.h"
@@ -128,6 +129,9 @@ class AppSupervisor : private Effects {
   void on_ready_data(pid_t pid);
   void on_process_exit(pid_t pid);
   void on_notify();
+  /// The health probe, every health_interval while the app has `health`, something deployed
+  /// and is not stopped; its results go to the machine.
+  void schedule_probe();
   /// Cancels a process's watches and closes its fds: after this nothing the loop holds refers
   /// to it. Used when it exits and when the supervisor goes away.
   void release_plumbing(Process& p);
@@ -173,6 +177,8 @@ class AppSupervisor : private Effects {
   std::unique_ptr<base::LogFile> log_;
   NotifySocket notify_;
   base::EventLoop::Id notify_watch_ = 0;
+  HealthProbe probe_{loop_};
+  base::EventLoop::Id probe_timer_ = 0;
   /// The workers' account, looked up when the config is applied (init, SIGHUP), not at every
   /// spawn: NSS may be a network service, and the loop must not wait on it. A failed lookup
   /// is tried again at the next preflight.

@@ -33,6 +33,7 @@ AppMachine::~AppMachine() {
     for (auto t : {w.ready_timer, w.delay_timer, w.drain_timer, w.kill_timer}) loop_.cancel(t);
   for (auto& slot : slots_) loop_.cancel(slot.restart_timer);
   loop_.cancel(memory_timer_);
+  stop_bake_timers();
 }
 
 AppMachine::Worker* AppMachine::get(pid_t pid) {
@@ -136,7 +137,11 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
       fail_rollout(name + (gone.state == WorkerState::Starting ? " exited before ready: " : " exited before taking over: ") + reason);
   } else if (slot && slot->serving == pid) {
     slot->serving = 0;
-    if (!stopped_ && !shutting_down_) {
+    if (phase_ == Phase::Baking && !stopped_ && !shutting_down_) {
+      // During its bake a release does not get restarted: it goes back out (bake.cc).
+      slot->restarts++;
+      fail_bake(name + " exited during the bake: " + how + last_output);
+    } else if (!stopped_ && !shutting_down_) {
       bool healthy = gone.state == WorkerState::Ready && loop_.now() - gone.ready_at >= kHealthyPeriod;
       if (healthy) slot->crashes = 0, slot->loop_alerted = false;
       slot->crashes++;
@@ -291,6 +296,7 @@ void AppMachine::shutdown(std::function<void()> when_empty) {
     running_.reset();
   }
   phase_ = Phase::Idle;
+  stop_bake_timers();
   loop_.cancel(std::exchange(memory_timer_, 0));
   for (auto& slot : slots_) {
     loop_.cancel(std::exchange(slot.restart_timer, 0));

@@ -245,3 +245,28 @@ TEST_CASE("config: more than 64 listen addresses are refused, never cut") {
   for (int i = 0; i < 65; ++i) many += std::string(i ? ", " : "") + "\"127.0.0.1:" + std::to_string(10000 + i) + "\"";
   expect_one(kApp + many + "]\n", 4, 10, "listen: at most 64 addresses per app (this has 65)");
 }
+
+TEST_CASE("config: health probe and bake") {
+  const std::string web = kApp + "listen = [\"127.0.0.1:8197\"]\n";
+  Config cfg;
+  REQUIRE(errors_of(web + "health = \"GET /healthz\"\nhealth_host = \"www.example.com\"\nhealth_interval = \"1s\"\n"
+                          "health_failures = 2\nbake = \"30s\"\n", &cfg).empty());
+  const AppConfig& a = cfg.apps[0];
+  CHECK(a.health_method == "GET");
+  CHECK(a.health_path == "/healthz");
+  CHECK(a.health_host == "www.example.com");
+  CHECK(a.health_interval.count() == 1000);
+  CHECK(a.health_timeout.count() == 2000);  // the default
+  CHECK(a.health_failures == 2);
+  CHECK(a.bake.count() == 30000);
+
+  expect_one(web + "health = \"FETCH /x\"\n", 5, 10, "health: \"FETCH /x\": the probe is \"GET /path\" or \"HEAD /path\"");
+  expect_one(web + "health = \"GET healthz\"\n", 5, 10, "the path must start with /");
+  expect_one(web + "health_failures = 0\n", 5, 19, "health_failures: 0 is out of range (1 to 100)");
+  expect_one(web + "health = \"GET /h\"\nbake = \"5s\"\n", 6, 8,
+             "bake: 5s is shorter than health_interval x health_failures (2s x 3 = 6s)");
+  expect_one(kApp + "health = \"GET /h\"\n", 4, 10, "the probe goes through the app's first listen address, and it has none");
+  expect_one(web + "health_host = \"a b\"\n", 5, 15, "is not a host name");
+  // A bake without a probe watches the workers only: no window to be shorter than.
+  REQUIRE(errors_of(web + "bake = \"5s\"\n", &cfg).empty());
+}

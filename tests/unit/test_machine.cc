@@ -77,6 +77,7 @@ struct FakeWorld : Effects {
   void journal(const JournalWrite& w, std::function<void(bool, const std::string&)> then) override {
     journal_writes.push_back(w);
     if (w.kind == JournalWrite::Kind::Activate || w.kind == JournalWrite::Kind::RollbackTo) current_release = w.release;
+    if (w.kind == JournalWrite::Kind::BakeFailed && !w.to.empty()) current_release = w.to;
     loop.post([then] { then(true, ""); });
   }
   void prune(const std::set<std::string>& in_use) override { prunes.push_back(in_use); }
@@ -506,4 +507,126 @@ TEST_CASE("shutdown: operations end, every worker drains, then when_empty once")
   r.advance(1s);
   CHECK(empties == 1);
   CHECK(r.world.spawned.size() == 2);  // no crash restart during a shutdown
+}
+
+namespace {
+
+AppConfig baking_config(int instances) {
+  AppConfig app = app_config(instances);
+  app.listen.push_back(*base::parse_listen("127.0.0.1:8080", nullptr));
+  app.health_method = "GET";
+  app.health_path = "/healthz";
+  app.bake = 60s;
+  return app;
+}
+
+// R1 live without a bake, then the bake turned on: the next deploy bakes.
+void live_then_bake(Rig& r, int instances) {
+  r.go_live("R1");
+  r.m->set_config(baking_config(instances));
+  r.deploy("R2");
+  for (int i = 0; i < instances && r.m->phase() == Phase::Rolling; ++i) r.ready_all("R2");
+  REQUIRE(r.m->phase() == Phase::Baking);
+  for (pid_t p : r.world.pids_of("R1")) r.m->on_exit(p, "exited with status 0", "");  // drained
+  r.settle();
+}
+
+}  // namespace
+
+TEST_CASE("bake: a release that stays healthy is journaled baked and the deploy ends ok after the bake") {
+  Rig r(app_config(2));
+  live_then_bake(r, 2);
+  size_t outcomes = r.outcomes.size();
+  for (int i = 0; i < 29; ++i) {
+    r.advance(2s);
+    r.m->on_probe(true, "GET /healthz: HTTP 200: ok");
+  }
+  CHECK(r.outcomes.size() == outcomes);  // still baking: the requester waits
+  REQUIRE(r.m->baking());
+  CHECK(r.m->baking()->first == "R2");
+  r.advance(2100ms);
+  REQUIRE(r.outcomes.size() == outcomes + 1);
+  CHECK(r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("live: R2") == 0);
+  CHECK(r.outcomes.back().second.find("; baked 1m: 29 probes ok") != std::string::npos);
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Baked);
+  CHECK(r.world.current_release == "R2");
+  CHECK(r.world.alerts.empty());  // no bake_failed, no unhealthy (and every drain ended)
+}
+
+TEST_CASE("bake: health_failures failed probes in a row roll the release back with the same rolling swap") {
+  Rig r(app_config(2));
+  live_then_bake(r, 2);
+  auto bad = r.serving();
+  r.m->on_probe(false, "GET /healthz: HTTP 500: broken");
+  r.m->on_probe(true, "GET /healthz: HTTP 200: ok");  // a success resets the count
+  r.m->on_probe(false, "GET /healthz: HTTP 500: broken");
+  r.m->on_probe(false, "GET /healthz: HTTP 500: broken");
+  CHECK(r.m->phase() == Phase::Baking);
+  r.m->on_probe(false, "GET /healthz: HTTP 500: broken");
+  r.settle();
+  CHECK(r.m->phase() == Phase::Rolling);
+  CHECK(r.world.alerts_of("bake_failed") == 1);
+  CHECK_FALSE(r.world.signals.count(bad[0]));  // capacity kept: R2 drains only when R1 is ready
+  r.ready_all("R1");
+  r.ready_all("R1");
+  CHECK(r.world.signals[bad[0]] == std::vector<int>{SIGTERM});
+  CHECK(r.world.signals[bad[1]] == std::vector<int>{SIGTERM});
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second ==
+        "rolled back to R1: R2 failed its bake: health probe failed 3 times in a row: GET /healthz: HTTP 500: broken");
+  const JournalWrite& w = r.world.journal_writes.back();
+  CHECK(w.kind == JournalWrite::Kind::BakeFailed);
+  CHECK(w.release == "R2");
+  CHECK(w.to == "R1");
+  CHECK(r.world.current_release == "R1");
+  CHECK(r.world.alerts_of("unhealthy") == 0);  // the bake_failed alert said it
+}
+
+TEST_CASE("bake: a worker that exits during the bake is not restarted: the release goes back out") {
+  Rig r(app_config(3));
+  live_then_bake(r, 3);
+  pid_t crashed = r.serving()[1];
+  size_t spawns = r.world.spawned.size();
+  r.m->on_exit(crashed, "exited with status 3", "; last output: TypeError: x is undefined");
+  r.settle();
+  CHECK(r.m->phase() == Phase::Rolling);
+  // The empty slot goes first, on the earlier release; nothing restarts R2.
+  REQUIRE(r.world.spawned.size() == spawns + 1);
+  CHECK(r.world.spawned.back().slot == 1);
+  CHECK(r.world.spawned.back().release == "R1");
+  for (int i = 0; i < 3; ++i) r.ready_all("R1");
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("exited during the bake: exited with status 3; last output: TypeError: x is undefined") !=
+        std::string::npos);
+  CHECK(r.world.current_release == "R1");
+  for (const auto& s : r.world.spawned) CHECK_FALSE((s.release == "R2" && s.slot == 1 && s.pid > crashed));
+}
+
+TEST_CASE("bake: a first release that fails its bake has nothing to go back to and says so") {
+  Rig r(baking_config(1));
+  r.deploy("R1");
+  r.ready_all("R1");
+  REQUIRE(r.m->phase() == Phase::Baking);
+  r.exit(r.serving()[0]);
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("nothing to roll back to") != std::string::npos);
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::BakeFailed);
+  CHECK(r.world.journal_writes.back().to.empty());
+  CHECK(r.world.alerts_of("bake_failed") == 1);
+}
+
+TEST_CASE("health after the bake: one unhealthy alert when it fails, one healthy when it recovers") {
+  Rig r(app_config(1));
+  AppConfig app = baking_config(1);
+  app.bake = 0ms;
+  r.m->set_config(app);
+  r.go_live("R1");
+  for (int i = 0; i < 10; ++i) r.m->on_probe(false, "GET /healthz: no answer within 2s");
+  CHECK(r.m->health() == Health::Unhealthy);
+  CHECK(r.world.alerts_of("unhealthy") == 1);
+  for (int i = 0; i < 5; ++i) r.m->on_probe(true, "GET /healthz: HTTP 200");
+  CHECK(r.m->health() == Health::Healthy);
+  CHECK(r.world.alerts_of("healthy") == 1);
+  CHECK(r.m->last_probe_failure() == "GET /healthz: no answer within 2s");
 }

@@ -445,3 +445,54 @@ TEST_CASE("compact_journal: past 1000 entries, drops those about releases gone; 
   REQUIRE(store.compact_journal(&note, &err));
   CHECK(note.empty());
 }
+
+TEST_CASE("bake: baked is a note; a failed bake puts current back, is bad, and rollback never lands on it") {
+  TempDir d;
+  ReleaseStore store(d / "app");
+  std::string a = deploy(store, d / "src", "1.0.0");
+  std::string b = deploy(store, d / "src", "1.1.0");
+  std::string err;
+  REQUIRE(store.record_baked(b, "baked 1m: 30 probes ok", 0, &err));
+  std::string c = deploy(store, d / "src", "1.2.0");
+  REQUIRE(store.record_bake_failed(c, b, "bake failed: GET /healthz: HTTP 500", 0, &err));
+  CHECK(store.current() == b);
+
+  std::vector<ReleaseInfo> list;
+  std::vector<std::string> warnings;
+  REQUIRE(store.list(&list, &warnings, &err));
+  REQUIRE(list.size() == 3);
+  CHECK(list[0].id == c);
+  CHECK(list[0].state == ReleaseState::Bad);
+  CHECK(std::string(state_name(list[0].state)) == "bad");
+  CHECK(list[0].reason == "bake failed: GET /healthz: HTTP 500");
+  CHECK(list[1].state == ReleaseState::Active);  // baked leaves its state as it was
+
+  std::string target;
+  REQUIRE(store.rollback_target(1, &target, &err));
+  CHECK(target == a);  // not c: a bad release is out of the history
+  CHECK_FALSE(store.check_rollback_to(c, &err));
+  CHECK(err == "release " + c + " failed its bake (bake failed: GET /healthz: HTTP 500); deploy it again instead");
+  CHECK(store.check_rollback_to(a, &err));
+
+  // The same content staged again (a trigger) is recognised; a different one is not.
+  Release again;
+  StageRequest req;
+  req.from = d / "src";
+  REQUIRE(store.stage(req, &again, &err));
+  auto bad = store.same_as_bad(again, "package.json");
+  REQUIRE(bad);
+  CHECK(bad->first == c);
+  REQUIRE(store.discard(again.id, &err));
+  CHECK_FALSE(base::is_directory(store.release_dir(again.id)));
+  std::string other = stage_version(store, d / "src", "1.3.0");
+  Release fresh;
+  fresh.id = other;
+  CHECK_FALSE(store.same_as_bad(fresh, "package.json"));
+
+  // A first deploy that fails its bake has nothing to go back to: it stays current, marked bad.
+  TempDir d2;
+  ReleaseStore first(d2 / "app");
+  std::string only = deploy(first, d2 / "src", "0.1.0");
+  REQUIRE(first.record_bake_failed(only, "", "bake failed: worker 0 exited", 0, &err));
+  CHECK(first.current() == only);
+}
