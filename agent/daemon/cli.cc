@@ -379,7 +379,11 @@ int cmd_status(const Args& a) {
     std::printf("%s: %s, current %s", app["app"].get<std::string>().c_str(), app["state"].get<std::string>().c_str(), cur.c_str());
     if (!app["version"].get<std::string>().empty()) std::printf(" (version %s)", app["version"].get<std::string>().c_str());
     if (!app["operation"].get<std::string>().empty()) std::printf(", %s in progress", app["operation"].get<std::string>().c_str());
+    if (app.contains("health")) std::printf(", %s", app["health"].get<std::string>().c_str());
+    if (app.contains("bake_left_s")) std::printf(", baking %s: %llds left", app["baking"].get<std::string>().c_str(), app["bake_left_s"].get<long long>());
     std::printf("\n");
+    if (app.value("health", "") == "unhealthy" && app.contains("health_last_failure"))
+      std::printf("  last failed probe: %s\n", app["health_last_failure"].get<std::string>().c_str());
     std::vector<std::vector<std::string>> rows = {{"  SLOT", "PID", "RELEASE", "STATE", "ROLE", "UPTIME", "RSS", "RESTARTS"}};
     for (const auto& w : app["workers"])
       rows.push_back({"  " + std::to_string(w["slot"].get<int>()), std::to_string(w["pid"].get<int>()), w["release"].get<std::string>(),
