@@ -61,9 +61,8 @@ def agent_round():
         # One rollout of the app, as the agent reports it ("live: ... in N ms"), without a bake.
         reload = run("reload", "web")
         assert reload.returncode == 0, reload.stderr
-        rollout_ms = float(re.search(r"in (\d+(?:\.\d+)?)(ms|s)", reload.stdout).group(1))
-        if re.search(r"in \d+(?:\.\d+)?s\b", reload.stdout):
-            rollout_ms *= 1000
+        took = re.search(r"on \d+ workers in (\d+(?:\.\d+)?)(ms|s)\b", reload.stdout)
+        rollout_ms = float(took.group(1)) * (1000 if took.group(2) == "s" else 1)
         bad = subprocess.Popen([a.proc.args[0], "deploy", "web", "--from",
                                 a.make_release("2.0.0", {"healthz_500_after_ms": BREAK_AFTER_MS}), "-c", a.config],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

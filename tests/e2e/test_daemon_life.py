@@ -266,6 +266,7 @@ class Shutdown(AgentTest):
         self.assertEqual(rc, 0, f"SIGTERM during {what}")
         # kill_timeout is 60s and TimeoutStopSec 90s: stopping the work must not wait on either.
         self.assertLess(took, 15, f"SIGTERM during {what} took {took:.1f}s")
+        print(f"SIGTERM during {what}: exit 0 in {took:.2f}s", flush=True)
         out, err = deploy.communicate(timeout=10)
         self.assertNotEqual(deploy.returncode, 0, "a deploy cut short by a shutdown must not say it went live")
         self.assertIn("shutting down", out + err)
