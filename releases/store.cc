@@ -389,13 +389,27 @@ std::optional<std::pair<std::string, std::string>> ReleaseStore::same_as_bad(con
   std::vector<JournalEntry> entries;
   std::string err, mine;
   if (!read_journal(&entries, &err)) return std::nullopt;
-  bool have_mine = base::read_file(release_dir(staged.id) + "/" + watch, &mine, &err);
-  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
-    if (it->event != Event::RolledBack || !it->bad || it->release == staged.id) continue;
-    if (!staged.revision.empty() && it->revision == staged.revision) return std::make_pair(it->release, it->reason);
+  // A git release is the same when its commit is; anything else when its watched file is.
+  bool by_commit = !staged.revision.empty();
+  if (!by_commit && !base::read_file(release_dir(staged.id) + "/" + watch, &mine, &err)) return std::nullopt;
+  std::map<std::string, bool> same;  // release id -> same as `staged`
+  auto is_same = [&](const JournalEntry& e) {
+    auto it = same.find(e.release);
+    if (it != same.end()) return it->second;
     std::string theirs;
-    if (have_mine && base::read_file(release_dir(it->release) + "/" + watch, &theirs, &err) && theirs == mine)
-      return std::make_pair(it->release, it->reason);
+    bool s = by_commit ? e.revision == staged.revision
+                       : base::read_file(release_dir(e.release) + "/" + watch, &theirs, &err) && theirs == mine;
+    return same[e.release] = s;
+  };
+  // Newest first: the latest verdict on the same content counts. One that went live (or
+  // baked) after the bad one, deployed by hand, clears it.
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->release == staged.id || it->release.empty()) continue;
+    bool bad = it->event == Event::RolledBack && it->bad;
+    if (!bad && it->event != Event::Activated && it->event != Event::Baked) continue;
+    if (!is_same(*it)) continue;
+    if (bad) return std::make_pair(it->release, it->reason);
+    return std::nullopt;
   }
   return std::nullopt;
 }

@@ -32,22 +32,21 @@ void AppMachine::on_probe(bool ok, const std::string& detail) {
   if (ok) {
     probe_fails_ = 0;
     if (phase_ == Phase::Baking) bake_.probes_ok++;
-    if (health_ == Health::Unhealthy && phase_ != Phase::Baking)
+    health_ = Health::Healthy;
+    if (std::exchange(unhealthy_alerted_, false))
       fx_.alert({app_.name, "healthy", "healthy again: " + detail, "the probe passes again after " + last_probe_failure_, 0,
                  fx_.current().value_or("")});
-    health_ = Health::Healthy;
     return;
   }
   last_probe_failure_ = detail;
   if (++probe_fails_ < app_.health_failures) return;
   std::string why = "health probe failed " + std::to_string(probe_fails_) + " times in a row: " + detail;
-  if (phase_ == Phase::Baking) {
-    health_ = Health::Unhealthy;
-    return fail_bake(why);
-  }
-  if (health_ == Health::Unhealthy) return;  // said once, until it recovers
-  if (!rollout_.bad_release.empty()) return;  // a failed bake is being rolled back: bake_failed said it
+  if (phase_ == Phase::Baking) return fail_bake(why);
   health_ = Health::Unhealthy;
+  // Once, and only when no operation runs: workers a rollout or a start is still bringing up
+  // (or a failed bake's way back) are not an outage yet; still failing after it, they are.
+  if (unhealthy_alerted_ || phase_ != Phase::Idle) return;
+  unhealthy_alerted_ = true;
   spdlog::warn("{}: unhealthy: {}", app_.name, why);
   fx_.alert({app_.name, "unhealthy", why, "the workers keep running; see agent status " + app_.name + " and agent logs " + app_.name, 0,
              fx_.current().value_or("")});
@@ -98,8 +97,10 @@ void AppMachine::end_bake() {
   record(std::move(w), [this, message = bake_.live_message + "; " + passed] { finish_op(true, message); });
 }
 
-// The release goes back out: the slots are rolled to the release live before it, by the same
-// rolling swap as any rollout (capacity kept), and the journal says why.
+// The release goes back out. The journal first: from then on `current` names the release
+// before, so an agent stopped or killed half-way starts that one, never the bad one. Then the
+// slots are rolled back by the same rolling swap as any rollout (capacity kept), the slot of a
+// worker that died first; crash restarts meanwhile run the release before too.
 void AppMachine::fail_bake(const std::string& reason) {
   if (phase_ != Phase::Baking) return;
   stop_bake_timers();
@@ -108,46 +109,47 @@ void AppMachine::fail_bake(const std::string& reason) {
              b.previous.empty() ? "there is no earlier release to go back to: it keeps running"
                                 : "rolling back to " + b.previous + "; see agent releases " + app_.name,
              0, b.release});
+  JournalWrite w;
+  w.kind = JournalWrite::Kind::BakeFailed;
+  w.release = b.release;
+  w.to = b.previous;
+  w.reason = "bake failed: " + reason;
+  w.uid = running_ ? running_->uid : -1;
   if (b.previous.empty()) {
     say("bake failed: " + reason + "; there is no earlier release to go back to");
-    JournalWrite w;
-    w.kind = JournalWrite::Kind::BakeFailed;
-    w.release = b.release;
-    w.reason = "bake failed: " + reason;
-    w.uid = running_ ? running_->uid : -1;
     return record(std::move(w), [this, reason] { finish_op(false, "bake failed: " + reason + "; nothing to roll back to"); });
   }
   say("bake failed: " + reason + "; rolling back to " + b.previous);
-  // A slot whose worker died runs the earlier release from now on, and goes first.
-  std::vector<int> order;
-  for (size_t i = 0; i < slots_.size(); ++i)
-    if (!slots_[i].serving) order.push_back(static_cast<int>(i)), slots_[i].release = b.previous;
-  for (size_t i = 0; i < slots_.size(); ++i)
-    if (slots_[i].serving) order.push_back(static_cast<int>(i));
-  begin_rollout(OpRequest::Kind::Rollback, b.previous, order);
-  if (phase_ != Phase::Rolling) return;  // refused by preflight: finish_op has said why
-  rollout_.bad_release = b.release;
-  rollout_.bake_failure = reason;
+  for (auto& slot : slots_) slot.release = b.previous;
+  phase_ = Phase::Disk;
+  fx_.journal(w, [this, alive = std::weak_ptr<bool>(alive_), b, reason](bool ok, const std::string& err) {
+    if (alive.expired() || !running_ || phase_ != Phase::Disk) return;  // a shutdown meanwhile
+    if (!ok)
+      fx_.alert({app_.name, "rollout_failed", "recording that " + b.release + " failed its bake failed: " + err,
+                 "current still names it; its workers are rolled back anyway; fix the state directory", 0, b.release});
+    std::vector<int> order;
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (!slots_[i].serving) order.push_back(static_cast<int>(i));
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].serving) order.push_back(static_cast<int>(i));
+    begin_rollout(OpRequest::Kind::Rollback, b.previous, order, /*journal_refusal=*/false);
+    if (phase_ != Phase::Rolling) return;  // refused by preflight: finish_op has said why
+    rollout_.bad_release = b.release;
+    rollout_.bake_failure = reason;
+  });
 }
 
-// The end of the rollout that took a bad release out: journal it bad and `current` back, or,
-// if going back failed too, say so loudly (the bad release still runs).
+// The end of the rollout that took a bad release out (the journal was written when the bake
+// failed), or, if going back failed too, say so loudly: the bad release still runs.
 void AppMachine::finish_bake_rollback(const Rollout& ro) {
-  JournalWrite w;
-  w.kind = JournalWrite::Kind::BakeFailed;
-  w.release = ro.bad_release;
-  w.reason = "bake failed: " + ro.bake_failure;
-  w.uid = running_ ? running_->uid : -1;
+  probe_fails_ = 0;  // the release before is judged afresh
+  health_ = Health::Unknown;
   if (!ro.failure.empty()) {
     fx_.alert({app_.name, "rollout_failed", "rolling back from " + ro.bad_release + " failed: " + ro.failure,
                "the bad release keeps serving; see agent status " + app_.name, 0, ro.bad_release});
-    std::string message = "bake failed: " + ro.bake_failure + "; and rolling back to " + ro.target + " failed: " + ro.failure;
-    return record(std::move(w), [this, message] { finish_op(false, message); });
+    return finish_op(false, "bake failed: " + ro.bake_failure + "; and rolling back to " + ro.target + " failed: " + ro.failure);
   }
-  w.to = ro.target;
-  record(std::move(w), [this, ro] {
-    finish_op(false, "rolled back to " + ro.target + ": " + ro.bad_release + " failed its bake: " + ro.bake_failure);
-  });
+  finish_op(false, "rolled back to " + ro.target + ": " + ro.bad_release + " failed its bake: " + ro.bake_failure);
 }
 
 }  // namespace agent

@@ -238,9 +238,11 @@ class AppMachine {
   void on_staged(const StageOutcome& s);
   void start_build(const std::string& release);
   void on_built(const std::string& release, const BuildOutcome& b);
-  bool preflight(const std::string& release);
+  /// False: refused, and the operation finished; a deploy's release is journaled failed when
+  /// `journal_refusal` (not when the release is the one a failed bake goes back to).
+  bool preflight(const std::string& release, bool journal_refusal = true);
   bool reopen_sockets();
-  void begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots);
+  void begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots, bool journal_refusal = true);
   void advance();
   void advance_rollout();
   void fail_rollout(const std::string& reason);
@@ -287,6 +289,7 @@ class AppMachine {
   Bake bake_;
   Health health_ = Health::Unknown;
   int probe_fails_ = 0;  // in a row
+  bool unhealthy_alerted_ = false;  // an `unhealthy` alert went out; the next passing probe says `healthy`
   std::string last_probe_failure_;
   base::EventLoop::Id memory_timer_ = 0;
   std::function<void()> when_empty_;

@@ -209,7 +209,7 @@ void AppMachine::on_built(const std::string& release, const BuildOutcome& b) {
 }
 
 // The launch environment builds and the command resolves, before any worker is touched.
-bool AppMachine::preflight(const std::string& release) {
+bool AppMachine::preflight(const std::string& release, bool journal_refusal) {
   std::string err, resolved;
   if (fx_.preflight(release, &resolved, &err)) {
     say("preflight: " + app_.command[0] + " -> " + resolved);
@@ -217,7 +217,7 @@ bool AppMachine::preflight(const std::string& release) {
   }
   std::string why = "preflight of " + release + ": " + err;
   fx_.alert({app_.name, "deploy_refused", why, "nothing running was touched; see agent env " + app_.name + " --release " + release, 0, release});
-  if (running_ && running_->kind == OpRequest::Kind::Deploy) {
+  if (journal_refusal && running_ && running_->kind == OpRequest::Kind::Deploy) {
     record_failed(release, err, [this, why] { finish_op(false, "refused: " + why); });
     return false;
   }
@@ -242,8 +242,8 @@ std::vector<int> AppMachine::all_slots() const {
   return all;
 }
 
-void AppMachine::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots) {
-  if (!reopen_sockets() || !preflight(target)) return;
+void AppMachine::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots, bool journal_refusal) {
+  if (!reopen_sockets() || !preflight(target, journal_refusal)) return;
   rollout_ = Rollout{};
   rollout_.kind = kind;
   rollout_.target = target;
@@ -407,8 +407,12 @@ void AppMachine::complete_rollout() {
     if (ro.kind == OpRequest::Kind::Replace)
       return finish_op(true, "replaced slot " + std::to_string(ro.swapped.empty() ? -1 : ro.swapped[0]));
     std::string message = "live: " + ro.target + " (version " + ro.version + ") on " + std::to_string(slots_.size()) + " workers in " + took;
-    // A deploy is watched a while longer before it counts as good (bake.cc).
-    if (ro.kind == OpRequest::Kind::Deploy && app_.bake.count() > 0) return start_bake(ro.target, ro.was_current, message);
+    // A deploy is watched a while longer before it counts as good (bake.cc). This agent's
+    // workers serve now: a previous agent's go at once, not after the bake.
+    if (ro.kind == OpRequest::Kind::Deploy && app_.bake.count() > 0) {
+      drain_adopted();
+      return start_bake(ro.target, ro.was_current, message);
+    }
     finish_op(true, message);
   };
   if (!marks_release(ro.kind)) return live();
@@ -428,6 +432,8 @@ void AppMachine::complete_rollout() {
     // release another operation is about to use.
     std::set<std::string> in_use;
     for (const auto& [pid, wk] : workers_) in_use.insert(wk.release);
+    // What a failed bake goes back to must still be there, whatever keep_releases says.
+    if (ro.kind == OpRequest::Kind::Deploy && app_.bake.count() > 0 && !ro.was_current.empty()) in_use.insert(ro.was_current);
     fx_.prune(in_use);
     live();
   });

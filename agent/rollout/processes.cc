@@ -103,6 +103,12 @@ pid_t AppSupervisor::spawn(int slot, const std::string& release, std::string* er
     if (fd >= 0) ::close(fd);
 
   pid_t pid = sp.pid;
+  // A pid reused by the kernel may still name an adopted worker whose exit was not yet seen:
+  // that one is gone (our fork got its pid), so its pidfd and watch go too.
+  if (auto stale = procs_.find(pid); stale != procs_.end()) {
+    release_plumbing(stale->second);
+    procs_.erase(stale);
+  }
   Process& p = procs_[pid];
   p.pid = pid;
   p.release_dir = ctx.release_dir;

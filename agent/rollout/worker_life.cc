@@ -61,6 +61,11 @@ std::string AppMachine::role_of(const Worker& w) const {
 pid_t AppMachine::spawn(int slot, const std::string& release, bool incoming, std::string* err) {
   pid_t pid = fx_.spawn(slot, release, err);
   if (!pid) return 0;
+  // A pid reused by the kernel may still name an adopted worker whose exit was not yet seen.
+  if (auto stale = workers_.find(pid); stale != workers_.end()) {
+    for (auto t : {stale->second.ready_timer, stale->second.delay_timer, stale->second.drain_timer, stale->second.kill_timer}) loop_.cancel(t);
+    workers_.erase(stale);
+  }
   Worker& w = workers_[pid];
   w.slot = slot;
   w.pid = pid;
@@ -266,7 +271,7 @@ void AppMachine::adopt(const std::vector<pid_t>& pids) {
     w.state = WorkerState::Ready;
     w.started = w.ready_at = loop_.now();
   }
-  if (!pids.empty()) fx_.workers_changed();
+  fx_.workers_changed();
 }
 
 void AppMachine::maybe_drain_adopted() {

@@ -630,3 +630,65 @@ TEST_CASE("health after the bake: one unhealthy alert when it fails, one healthy
   CHECK(r.world.alerts_of("healthy") == 1);
   CHECK(r.m->last_probe_failure() == "GET /healthz: no answer within 2s");
 }
+
+TEST_CASE("bake failure: the journal goes first, adopted workers went at the commit, the way back is kept from pruning") {
+  Rig r(app_config(2));
+  r.world.current_release = "R1";
+  r.m->adopt({501});
+  r.submit(OpRequest::Kind::Start);
+  r.ready_all("R1");
+  r.exit(501, "");
+  r.m->set_config(baking_config(2));
+  r.m->adopt({601});  // (another previous agent's worker, for the commit to drain)
+  r.deploy("R2");
+  for (int i = 0; i < 2 && r.m->phase() == Phase::Rolling; ++i) r.ready_all("R2");
+  REQUIRE(r.m->phase() == Phase::Baking);
+  CHECK(r.world.signals[601] == std::vector<int>{SIGTERM});  // at the commit, not after the bake
+  REQUIRE(!r.world.prunes.empty());
+  CHECK(r.world.prunes.back().count("R1") == 1);  // what a failed bake goes back to
+  size_t spawns = r.world.spawned.size();
+  for (int i = 0; i < 3; ++i) r.m->on_probe(false, "GET /healthz: HTTP 500");
+  r.settle();
+  // bad and current back are on disk before the first worker of the way back starts.
+  REQUIRE(r.world.journal_writes.back().kind == JournalWrite::Kind::BakeFailed);
+  CHECK(r.world.current_release == "R1");
+  CHECK(r.world.spawned.size() == spawns + 1);
+}
+
+TEST_CASE("bake failure: a release before that no longer passes preflight is not journaled failed") {
+  Rig r(app_config(1));
+  live_then_bake(r, 1);
+  r.world.preflight_ok = false;
+  r.m->on_exit(r.serving()[0], "exited with status 1", "");
+  r.settle();
+  REQUIRE(!r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("refused: preflight of R1") == 0);
+  for (const auto& w : r.world.journal_writes) CHECK_FALSE((w.kind == JournalWrite::Kind::Failed && w.release == "R1"));
+}
+
+TEST_CASE("health: no unhealthy alert while an operation brings workers up, nor healthy after a failed bake") {
+  Rig r(app_config(1));
+  AppConfig app = baking_config(1);
+  r.m->set_config(app);
+  r.world.current_release = "R1";
+  r.m->submit(r.op(OpRequest::Kind::Start));
+  r.settle();
+  for (int i = 0; i < 5; ++i) r.m->on_probe(false, "GET /healthz: connect to 127.0.0.1:8080: Connection refused");
+  CHECK(r.world.alerts_of("unhealthy") == 0);  // still launching
+  r.ready_all("R1");
+  r.m->on_probe(false, "GET /healthz: HTTP 500");
+  CHECK(r.world.alerts_of("unhealthy") == 1);  // still failing once it is up
+  r.m->on_probe(true, "GET /healthz: HTTP 200");
+  CHECK(r.world.alerts_of("healthy") == 1);
+
+  r.deploy("R2");
+  r.ready_all("R2");
+  REQUIRE(r.m->phase() == Phase::Baking);
+  for (int i = 0; i < 3; ++i) r.m->on_probe(false, "GET /healthz: HTTP 500");
+  r.settle();
+  r.ready_all("R1");
+  r.m->on_probe(true, "GET /healthz: HTTP 200");
+  CHECK(r.world.alerts_of("healthy") == 1);  // the bake_failed alert was the one message
+  CHECK(r.world.alerts_of("unhealthy") == 1);
+  CHECK(r.world.alerts_of("bake_failed") == 1);
+}

@@ -489,6 +489,18 @@ TEST_CASE("bake: baked is a note; a failed bake puts current back, is bad, and r
   fresh.id = other;
   CHECK_FALSE(store.same_as_bad(fresh, "package.json"));
 
+  // The same content deployed by hand afterwards and live clears it; a git release is judged by
+  // its commit only.
+  std::string hand = stage_version(store, d / "src", "1.2.0");
+  REQUIRE(store.activate(hand, "deploy", 0, &err));
+  Release same;
+  same.id = stage_version(store, d / "src", "1.2.0");
+  CHECK_FALSE(store.same_as_bad(same, "package.json"));
+  Release commit;
+  commit.id = other;
+  commit.revision = "0123456789abcdef0123456789abcdef01234567";
+  CHECK_FALSE(store.same_as_bad(commit, "package.json"));
+
   // A first deploy that fails its bake has nothing to go back to: it stays current, marked bad.
   TempDir d2;
   ReleaseStore first(d2 / "app");
