@@ -35,6 +35,10 @@ function install() {
   // within milliseconds, and that request is better answered (with Connection: close) than
   // raced by our FIN. Idle past this, it is closed.
   const idleGraceMs = Number(env.AGENT_SHIM_IDLE_GRACE_MS || 250);
+  // A connection that has carried no request yet was accepted just before the drain, and its
+  // first request is on its way (late, on a loaded machine): closing it would reset that
+  // request. It gets longer; it is answered with Connection: close when its request comes.
+  const firstRequestGraceMs = Number(env.AGENT_SHIM_FIRST_REQUEST_GRACE_MS || 5000);
   // stdout and stderr are pipes to the agent. If the agent dies (kill -9), a write fails with
   // EPIPE, and Node turns that into an uncaught error that kills the worker, though the next
   // agent would have taken it over and drained it gently (agent/orphans.h). Lost output it is.
@@ -86,6 +90,7 @@ function install() {
     server.on('connection', (socket) => {
       server.__agentSockets.add(socket);
       socket.__agentBusy = 0;
+      socket.__agentServed = 0;
       socket.on('close', () => {
         server.__agentSockets.delete(socket);
         maybeExit();
@@ -96,6 +101,7 @@ function install() {
     server.prependListener('request', (req, res) => {
       const socket = req.socket;
       socket.__agentBusy++;
+      socket.__agentServed = (socket.__agentServed || 0) + 1;
       if (draining) closeAfter(res);
       res.on('finish', () => {
         socket.__agentBusy--;
@@ -108,7 +114,14 @@ function install() {
 
   // Answer the next request on `socket` with Connection: close, or close it if none comes soon.
   function closeWhenIdle(socket) {
-    setTimeout(() => { if (socket.__agentBusy === 0 && !socket.destroyed) socket.end(); }, idleGraceMs).unref();
+    const grace = socket.__agentServed > 0 ? idleGraceMs : firstRequestGraceMs;
+    const timer = setTimeout(() => {
+      if (socket.__agentBusy > 0 || socket.destroyed) return;
+      // A first request that came meanwhile and is answered already: idle again, short grace.
+      if (grace === firstRequestGraceMs && socket.__agentServed > 0) return closeWhenIdle(socket);
+      socket.end();
+    }, grace);
+    timer.unref();
   }
 
   // Make `res` the connection's last response. Too late once its headers are out: then the
