@@ -243,7 +243,10 @@ class LoopStalls(AgentTest):
             n += 1
             time.sleep(max(0.0, 1.0 - (time.monotonic() - began)))  # the scenario: one deploy a second
         status = a.try_status()
-        limit = 50 if SANITIZED else 10
+        # What this test was written against, the journal re-read and fsynced on the loop, held it
+        # 100 ms and more. Below that, a worker's log line written on the loop can wait ~10 ms
+        # in write(2) behind another test's staging on the same disk (seen under ctest -j2).
+        limit = 50 if SANITIZED else 25
         self.assertLess(status["loop_max_stall_ms"], limit, f"{n} deploys; worst stall: {status}")
         with open(os.path.join(a.state, "web", "journal.jsonl")) as f:
             self.assertLess(sum(1 for _ in f), 1000, "the journal was compacted")
