@@ -2,11 +2,20 @@
 // line, stamped, to <log_dir>/<app>/app.log. It rotates the file itself when it passes
 // log_max_size (app.log -> app.log.1 -> ... -> app.log.N, the oldest dropped): no copytruncate,
 // so no line is lost or duplicated at rotation, and the disk use is bounded.
+//
+// The writing is done by a thread of the LogFile's own: write_line() only queues, so a slow or
+// stuck log_dir (a full disk, a hung NFS mount, writeback behind a big staging) never holds the
+// event loop. Past kMaxQueued bytes waiting, lines are dropped and the file says how many.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 namespace base {
 
@@ -16,26 +25,44 @@ void rotate_numbered(const std::string& path, int keep);
 
 class LogFile {
  public:
+  static constexpr size_t kMaxQueued = 8u << 20;
+
   LogFile(std::string path, std::uint64_t max_size, int max_files);
+  /// Writes what is still queued (for at most 2 s), then stops the writer thread.
   ~LogFile();
   LogFile(const LogFile&) = delete;
   LogFile& operator=(const LogFile&) = delete;
 
-  /// Appends `line` and a newline; rotates first if the line would pass max_size.
+  /// Queues `line` and a newline; the writer rotates first if the line would pass max_size.
+  /// Never waits for the disk.
   void write_line(std::string_view line);
+  /// Waits until every line queued so far is written (or `timeout` passes); true if it is.
+  bool flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
   const std::string& path() const { return path_; }
   /// A reloaded config's log_max_size and log_max_files, from the next line on.
-  void set_limits(std::uint64_t max_size, int max_files) { max_size_ = max_size, max_files_ = max_files; }
+  void set_limits(std::uint64_t max_size, int max_files);
 
  private:
+  void run();  // the writer thread
+  void write_batch(const std::vector<std::string>& lines);
   bool open();
   void rotate();
-  std::string path_;
+
+  const std::string path_;
+  // Shared with the writer thread, under mu_.
+  std::mutex mu_;
+  std::condition_variable wake_, written_;
+  std::vector<std::string> queue_;
+  size_t queued_bytes_ = 0;
+  std::uint64_t dropped_ = 0, enqueued_ = 0, done_ = 0;
+  bool stop_ = false;
   std::uint64_t max_size_;
   int max_files_;
+  // The writer thread's own.
   int fd_ = -1;
   std::uint64_t size_ = 0;
   bool reported_error_ = false;
+  std::thread thread_;
 };
 
 /// Splits a byte stream into lines; a line longer than `max` is cut into pieces.
