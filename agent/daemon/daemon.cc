@@ -14,6 +14,7 @@
 #include <set>
 #include <cerrno>
 #include <cstring>
+#include <spdlog/async.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -238,17 +239,27 @@ void Daemon::watchdog_ping(std::chrono::milliseconds every) {
 }
 
 int Daemon::run() {
-  auto logger = spdlog::stderr_color_mt("agent");
+  // The agent's own log lines go to stderr (the journal, under systemd) from a thread: a
+  // journald that does not read, or a terminal scrolled back, never holds the event loop. When
+  // that thread is behind by kLogQueue lines, the oldest waiting are dropped, never waited for.
+  constexpr size_t kLogQueue = 8192;
+  spdlog::init_thread_pool(kLogQueue, 1);
+  auto logger = spdlog::create_async_nb<spdlog::sinks::stderr_color_sink_mt>("agent");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   spdlog::set_default_logger(logger);
   std::string err;
+  int rc = 0;
   if (!start(&err)) {
     spdlog::critical("cannot start: {}", err);
-    return 1;
+    rc = 1;
+  } else {
+    loop_.run();
+    spdlog::info("agent stopped");
   }
-  loop_.run();
-  spdlog::info("agent stopped");
-  return 0;
+  // What is still queued is written when the process ends: spdlog's registry joins its thread
+  // pool at exit, after the lines before. (No spdlog::shutdown() here: the Daemon's members
+  // still log as they are destroyed, after run() returns.)
+  return rc;
 }
 
 void Daemon::on_signal() {

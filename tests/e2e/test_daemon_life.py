@@ -348,5 +348,44 @@ class Prune(AgentTest):
         self.assertEqual(a.stop(), 0)
 
 
+class StuckLog(AgentTest):
+    def test_a_log_reader_that_stops_reading_never_holds_the_daemon(self):
+        """stderr is a pipe (the journal, under systemd) that nobody reads: it is full before the
+        agent starts. The agent still starts, deploys and answers; what it logged meanwhile is
+        written once the pipe is read again, up to its queue (older lines dropped, not waited for)."""
+        port = free_port()
+        a = self.agent([web_app(port, instances=1)])
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        try:
+            while True:
+                os.write(w, b"." * 4096)
+        except BlockingIOError:
+            pass  # full: the next write of anyone waits
+        os.set_blocking(w, True)
+        a.out = open(os.path.join(a.dir, "agent.out"), "a")  # what the harness reads at the end
+        a.proc = subprocess.Popen([AGENT, "run", "-c", a.config], stdout=w, stderr=w, stdin=subprocess.DEVNULL)
+        os.close(w)
+        wait_until(lambda: a.proc.poll() is not None or a.try_status() is not None, 10, "the control socket to answer")
+        self.assertIsNone(a.proc.poll())
+        for i in range(5):
+            res = a.cli("deploy", "web", "--from", a.make_release(f"1.0.{i}"))
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+            t0 = time.monotonic()
+            self.assertIsNotNone(a.try_status())
+            self.assertLess(time.monotonic() - t0, 2)
+        self.assertIn("release=", http_get(port))
+
+        def drain():
+            with os.fdopen(r, "rb") as f, open(os.path.join(a.dir, "agent.out"), "ab") as out:
+                while chunk := f.read1(65536):
+                    out.write(chunk)
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        self.assertEqual(a.stop(), 0)
+        reader.join(10)
+        self.assertIn("live:", a.output(), "what was logged while nobody read is written afterwards")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
