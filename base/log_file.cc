@@ -5,86 +5,121 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <spdlog/spdlog.h>
 
 namespace base {
 
+// Everything the writer thread touches. The queue and the limits are under `mu`; the file (fd,
+// size, error) is the writer's alone once it runs.
+struct LogFile::State {
+  const std::string path;
+  std::mutex mu;
+  std::condition_variable wake, written, finished_cv;
+  std::vector<std::string> queue;
+  size_t queued_bytes = 0;
+  std::uint64_t dropped = 0, enqueued = 0, done = 0;
+  bool stop = false, finished = false;
+  std::uint64_t max_size;
+  int max_files;
+  int fd = -1;
+  std::uint64_t size = 0;
+  bool reported_error = false;
+
+  State(std::string p, std::uint64_t ms, int mf) : path(std::move(p)), max_size(ms), max_files(mf) {}
+  ~State() {
+    if (fd >= 0) ::close(fd);
+  }
+  void run();
+  void write_batch(const std::vector<std::string>& lines);
+  bool open();
+  void rotate();
+  bool write_all(const std::string& buf);
+};
+
 LogFile::LogFile(std::string path, std::uint64_t max_size, int max_files)
-    : path_(std::move(path)), max_size_(max_size), max_files_(max_files) {
-  open();  // now, so that a log_dir that cannot be written is said at once
-  thread_ = std::thread([this] { run(); });
+    : path_(path), st_(std::make_shared<State>(std::move(path), max_size, max_files)) {
+  st_->open();  // now, so that a log_dir that cannot be written is said at once
+  thread_ = std::thread([st = st_] { st->run(); });
 }
 
 LogFile::~LogFile() {
   flush(std::chrono::milliseconds(2000));
+  bool finished;
   {
-    std::lock_guard lock(mu_);
-    stop_ = true;
+    std::unique_lock lock(st_->mu);
+    st_->stop = true;
+    st_->queue.clear();  // not written by now: dropped, never waited for here (we may be on the loop)
+    st_->queued_bytes = 0;
+    st_->wake.notify_one();
+    finished = st_->finished_cv.wait_for(lock, std::chrono::seconds(1), [&] { return st_->finished; });
   }
-  wake_.notify_one();
-  // A writer stuck in write(2) on a hung filesystem would hold us here; detaching it would
-  // leave it writing into freed memory. Stuck it is, then: the agent is on its way out.
-  thread_.join();
-  if (fd_ >= 0) ::close(fd_);
+  if (finished) thread_.join();
+  else thread_.detach();  // stuck in write(2): it ends, and closes the file, when the filesystem lets go
 }
 
 void LogFile::set_limits(std::uint64_t max_size, int max_files) {
-  std::lock_guard lock(mu_);
-  max_size_ = max_size;
-  max_files_ = max_files;
+  std::lock_guard lock(st_->mu);
+  st_->max_size = max_size;
+  st_->max_files = max_files;
 }
 
 void LogFile::write_line(std::string_view line) {
   {
-    std::lock_guard lock(mu_);
-    if (queued_bytes_ + line.size() + 1 > kMaxQueued) {
-      ++dropped_;
+    std::lock_guard lock(st_->mu);
+    if (st_->queued_bytes + line.size() + 1 > kMaxQueued) {
+      ++st_->dropped;
       return;
     }
-    queue_.emplace_back(line);
-    queued_bytes_ += line.size() + 1;
-    ++enqueued_;
+    st_->queue.emplace_back(line);
+    st_->queued_bytes += line.size() + 1;
+    ++st_->enqueued;
   }
-  wake_.notify_one();
+  st_->wake.notify_one();
 }
 
 bool LogFile::flush(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  std::uint64_t target = enqueued_;
-  return written_.wait_for(lock, timeout, [&] { return done_ >= target; });
+  std::unique_lock lock(st_->mu);
+  std::uint64_t target = st_->enqueued;
+  return st_->written.wait_for(lock, timeout, [&] { return st_->done >= target; });
 }
 
-void LogFile::run() {
-  std::unique_lock lock(mu_);
+void LogFile::State::run() {
+  std::unique_lock lock(mu);
+  std::vector<std::string> batch;
   for (;;) {
-    wake_.wait(lock, [&] { return stop_ || !queue_.empty() || dropped_ > 0; });
-    if (queue_.empty() && dropped_ == 0 && stop_) return;
-    std::vector<std::string> batch;
-    batch.swap(queue_);
-    std::uint64_t dropped = std::exchange(dropped_, 0), count = batch.size();
-    queued_bytes_ = 0;
+    // Woken by lines, not by drops alone: a count of dropped lines goes out with the next
+    // batch (a file that refuses every write must not make this spin).
+    wake.wait(lock, [&] { return stop || !queue.empty(); });
+    if (stop) break;
+    batch.swap(queue);
+    std::uint64_t lost = std::exchange(dropped, 0), count = batch.size();
+    queued_bytes = 0;
     lock.unlock();
-    if (dropped > 0)
-      batch.push_back("(" + std::to_string(dropped) + " lines dropped: " + path_ + " could not be written as fast as they came)");
+    if (lost > 0)
+      batch.push_back("(" + std::to_string(lost) + " lines dropped: " + path + " could not be written as fast as they came)");
     write_batch(batch);
+    batch.clear();  // freed here, not under the lock the loop's write_line() takes
     lock.lock();
-    done_ += count;
-    written_.notify_all();
+    done += count;
+    written.notify_all();
   }
+  finished = true;
+  finished_cv.notify_all();
 }
 
-bool LogFile::open() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (fd_ < 0) {
-    if (!reported_error_) spdlog::error("cannot open log {}: {}", path_, std::strerror(errno));
-    reported_error_ = true;
+bool LogFile::State::open() {
+  if (fd >= 0) ::close(fd);
+  fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    if (!reported_error) spdlog::error("cannot open log {}: {}", path, std::strerror(errno));
+    reported_error = true;
     return false;
   }
   struct stat st {};
-  size_ = ::fstat(fd_, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-  reported_error_ = false;
+  size = ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  reported_error = false;
   return true;
 }
 
@@ -95,47 +130,64 @@ void rotate_numbered(const std::string& path, int keep) {
   }
 }
 
-void LogFile::rotate() {
+void LogFile::State::rotate() {
   int keep;
   {
-    std::lock_guard lock(mu_);
-    keep = max_files_;
+    std::lock_guard lock(mu);
+    keep = max_files;
   }
-  rotate_numbered(path_, keep);
-  if (keep < 1) ::unlink(path_.c_str());
+  rotate_numbered(path, keep);
+  if (keep < 1) ::unlink(path.c_str());
   open();
 }
 
-// On the writer thread: whole lines, as few write(2)s as rotation allows.
-void LogFile::write_batch(const std::vector<std::string>& lines) {
-  std::uint64_t max_size;
+// The whole buffer, across short writes; false (said once) if the file refuses it.
+bool LogFile::State::write_all(const std::string& buf) {
+  for (size_t off = 0; off < buf.size();) {
+    ssize_t n = ::write(fd, buf.data() + off, buf.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (!reported_error) spdlog::error("writing log {}: {}", path, n < 0 ? std::strerror(errno) : "no progress");
+      reported_error = true;
+      return false;
+    }
+    off += static_cast<size_t>(n);
+    size += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+// On the writer thread: whole lines, as few write(2)s as rotation allows. Lines the file
+// refused are counted as dropped, and said with the next batch.
+void LogFile::State::write_batch(const std::vector<std::string>& lines) {
+  std::uint64_t limit;
   {
-    std::lock_guard lock(mu_);
-    max_size = max_size_;
+    std::lock_guard lock(mu);
+    limit = max_size;
   }
   std::string buf;
+  std::uint64_t in_buf = 0, lost = 0;
   auto put = [&] {
     if (buf.empty()) return;
-    if (fd_ < 0 && !open()) return buf.clear();
-    ssize_t n = ::write(fd_, buf.data(), buf.size());
-    if (n < 0) {
-      if (!reported_error_) spdlog::error("writing log {}: {}", path_, std::strerror(errno));
-      reported_error_ = true;
-    } else {
-      size_ += static_cast<std::uint64_t>(n);
-    }
+    if ((fd < 0 && !open()) || !write_all(buf)) lost += in_buf;
     buf.clear();
+    in_buf = 0;
   };
   for (const auto& line : lines) {
-    if (size_ + buf.size() > 0 && size_ + buf.size() + line.size() + 1 > max_size) {
+    if (size + buf.size() > 0 && size + buf.size() + line.size() + 1 > limit) {
       put();
       rotate();
     }
     buf.append(line);
     buf += '\n';
+    ++in_buf;
     if (buf.size() >= (1u << 16)) put();
   }
   put();
+  if (lost > 0) {
+    std::lock_guard lock(mu);
+    dropped += lost;
+  }
 }
 
 }  // namespace base

@@ -9,8 +9,8 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -28,7 +28,8 @@ class LogFile {
   static constexpr size_t kMaxQueued = 8u << 20;
 
   LogFile(std::string path, std::uint64_t max_size, int max_files);
-  /// Writes what is still queued (for at most 2 s), then stops the writer thread.
+  /// Writes what is still queued for at most 2 s, drops the rest, and waits at most 1 s more
+  /// for the writer: a writer stuck in write(2) on a hung filesystem is left to finish alone.
   ~LogFile();
   LogFile(const LogFile&) = delete;
   LogFile& operator=(const LogFile&) = delete;
@@ -43,25 +44,9 @@ class LogFile {
   void set_limits(std::uint64_t max_size, int max_files);
 
  private:
-  void run();  // the writer thread
-  void write_batch(const std::vector<std::string>& lines);
-  bool open();
-  void rotate();
-
+  struct State;  // shared with the writer thread, which may outlive us (see the destructor)
   const std::string path_;
-  // Shared with the writer thread, under mu_.
-  std::mutex mu_;
-  std::condition_variable wake_, written_;
-  std::vector<std::string> queue_;
-  size_t queued_bytes_ = 0;
-  std::uint64_t dropped_ = 0, enqueued_ = 0, done_ = 0;
-  bool stop_ = false;
-  std::uint64_t max_size_;
-  int max_files_;
-  // The writer thread's own.
-  int fd_ = -1;
-  std::uint64_t size_ = 0;
-  bool reported_error_ = false;
+  std::shared_ptr<State> st_;
   std::thread thread_;
 };
 

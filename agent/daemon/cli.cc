@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <future>
+
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 
@@ -332,8 +335,16 @@ int cmd_run(const Args& a) {
   // A thread started earlier would take them with their default action and end the daemon
   // with its workers orphaned (dinit does the same at the top of main).
   block_daemon_signals();
-  Daemon d(a.config);
-  return d.run();
+  int rc;
+  {
+    Daemon d(a.config);
+    rc = d.run();
+  }
+  // The agent's log lines still queued are written now (spdlog's async logger). A stderr that
+  // nobody reads must not keep the process from ending: after 2 s it ends without them.
+  auto written = std::async(std::launch::async, [] { spdlog::shutdown(); });
+  if (written.wait_for(std::chrono::seconds(2)) != std::future_status::ready) ::_exit(rc);
+  return rc;
 }
 
 // Sends one request to the daemon, printing its progress; exit 0 if it says ok.

@@ -256,9 +256,8 @@ int Daemon::run() {
     loop_.run();
     spdlog::info("agent stopped");
   }
-  // What is still queued is written when the process ends: spdlog's registry joins its thread
-  // pool at exit, after the lines before. (No spdlog::shutdown() here: the Daemon's members
-  // still log as they are destroyed, after run() returns.)
+  // What is still queued is written by cmd_run once the Daemon is gone (its members log as
+  // they are destroyed), within a bound.
   return rc;
 }
 
