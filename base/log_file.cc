@@ -39,7 +39,7 @@ struct LogFile::State {
 };
 
 LogFile::LogFile(std::string path, std::uint64_t max_size, int max_files)
-    : path_(path), st_(std::make_shared<State>(std::move(path), max_size, max_files)) {
+    : st_(std::make_shared<State>(std::move(path), max_size, max_files)) {
   st_->open();  // now, so that a log_dir that cannot be written is said at once
   thread_ = std::thread([st = st_] { st->run(); });
 }
@@ -58,6 +58,8 @@ LogFile::~LogFile() {
   if (finished) thread_.join();
   else thread_.detach();  // stuck in write(2): it ends, and closes the file, when the filesystem lets go
 }
+
+const std::string& LogFile::path() const { return st_->path; }
 
 void LogFile::set_limits(std::uint64_t max_size, int max_files) {
   std::lock_guard lock(st_->mu);

@@ -39,13 +39,12 @@ class LogFile {
   void write_line(std::string_view line);
   /// Waits until every line queued so far is written (or `timeout` passes); true if it is.
   bool flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
-  const std::string& path() const { return path_; }
+  const std::string& path() const;
   /// A reloaded config's log_max_size and log_max_files, from the next line on.
   void set_limits(std::uint64_t max_size, int max_files);
 
  private:
   struct State;  // shared with the writer thread, which may outlive us (see the destructor)
-  const std::string path_;
   std::shared_ptr<State> st_;
   std::thread thread_;
 };

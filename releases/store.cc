@@ -415,6 +415,7 @@ std::optional<std::pair<std::string, std::string>> ReleaseStore::same_as_bad(con
 }
 
 bool ReleaseStore::discard(const std::string& id, std::string* err) {
+  // Rename first so a crash mid-removal leaves a .tmp (cleaned at start), not a half release.
   std::string doomed = release_dir(id) + ".tmp";
   if (::rename(release_dir(id).c_str(), doomed.c_str()) != 0) return *err = base::errno_message("rename", release_dir(id)), false;
   return base::remove_tree(doomed, err);
@@ -536,10 +537,7 @@ bool ReleaseStore::prune(int keep, const std::set<std::string>& in_use, std::vec
   for (const auto& id : ids) {
     if (count <= static_cast<size_t>(keep)) break;
     if (protect.count(id)) continue;
-    // Rename first so a crash mid-removal leaves a .tmp (cleaned at start), not a half release.
-    std::string doomed = release_dir(id) + ".tmp";
-    if (::rename(release_dir(id).c_str(), doomed.c_str()) != 0) return *err = base::errno_message("rename", release_dir(id)), false;
-    if (!base::remove_tree(doomed, err)) return false;
+    if (!discard(id, err)) return false;
     removed->push_back(id);
     --count;
   }

@@ -120,7 +120,8 @@ class ReleaseStore {
   /// content of the watched file (package.json, a version marker). Its id and why it was bad.
   std::optional<std::pair<std::string, std::string>> same_as_bad(const Release& staged, const std::string& watch) const;
 
-  /// Removes a staged release that will not be used (renamed to .tmp first, as pruning does).
+  /// Removes a release (renamed to .tmp first, so a crash leaves no half release): one pruned,
+  /// or one staged that will not be used.
   bool discard(const std::string& id, std::string* err);
 
   /// Every release on disk, newest first, with its state from the journal, and the refused

@@ -89,12 +89,7 @@ void AppMachine::end_bake() {
   std::string passed = "baked " + base::format_duration(app_.bake) +
                        (app_.health_path.empty() ? ": no worker exited" : ": " + std::to_string(bake_.probes_ok) + " probes ok");
   say(passed);
-  JournalWrite w;
-  w.kind = JournalWrite::Kind::Baked;
-  w.release = bake_.release;
-  w.reason = passed;
-  w.uid = running_ ? running_->uid : -1;
-  record(std::move(w), [this, message = bake_.live_message + "; " + passed] { finish_op(true, message); });
+  record(journal_write(JournalWrite::Kind::Baked, bake_.release, passed), [this, message = bake_.live_message + "; " + passed] { finish_op(true, message); });
 }
 
 // The release goes back out. The journal first: from then on `current` names the release
@@ -109,12 +104,8 @@ void AppMachine::fail_bake(const std::string& reason) {
              b.previous.empty() ? "there is no earlier release to go back to: it keeps running"
                                 : "rolling back to " + b.previous + "; see agent releases " + app_.name,
              0, b.release});
-  JournalWrite w;
-  w.kind = JournalWrite::Kind::BakeFailed;
-  w.release = b.release;
+  JournalWrite w = journal_write(JournalWrite::Kind::BakeFailed, b.release, "bake failed: " + reason);
   w.to = b.previous;
-  w.reason = "bake failed: " + reason;
-  w.uid = running_ ? running_->uid : -1;
   if (b.previous.empty()) {
     say("bake failed: " + reason + "; there is no earlier release to go back to");
     return record(std::move(w), [this, reason] { finish_op(false, "bake failed: " + reason + "; nothing to roll back to"); });

@@ -247,6 +247,8 @@ class AppMachine {
   void advance_rollout();
   void fail_rollout(const std::string& reason);
   void complete_rollout();
+  /// A journal write about `release`, asked by the running operation's requester.
+  JournalWrite journal_write(JournalWrite::Kind kind, const std::string& release, const std::string& reason = "") const;
   void record(JournalWrite write, std::function<void()> then);
   void record_failed(const std::string& release, const std::string& reason, std::function<void()> then);
   void apply_instances();
@@ -262,6 +264,8 @@ class AppMachine {
 
   // A worker's life (worker_life.cc).
   Worker* get(pid_t pid);
+  /// Cancels every timer a worker has armed (it exits, its pid is reused, we go away).
+  void cancel_timers(const Worker& w);
   pid_t spawn(int slot, const std::string& release, bool incoming, std::string* err);
   void mark_ready(pid_t pid);
   void on_ready_timeout(pid_t pid);

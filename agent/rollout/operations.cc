@@ -155,13 +155,17 @@ void AppMachine::record(JournalWrite write, std::function<void()> then) {
   });
 }
 
-void AppMachine::record_failed(const std::string& release, const std::string& reason, std::function<void()> then) {
+JournalWrite AppMachine::journal_write(JournalWrite::Kind kind, const std::string& release, const std::string& reason) const {
   JournalWrite w;
-  w.kind = JournalWrite::Kind::Failed;
+  w.kind = kind;
   w.release = release;
   w.reason = reason;
   w.uid = running_ ? running_->uid : -1;
-  record(std::move(w), std::move(then));
+  return w;
+}
+
+void AppMachine::record_failed(const std::string& release, const std::string& reason, std::function<void()> then) {
+  record(journal_write(JournalWrite::Kind::Failed, release, reason), std::move(then));
 }
 
 // stage -> build
@@ -416,10 +420,8 @@ void AppMachine::complete_rollout() {
     finish_op(true, message);
   };
   if (!marks_release(ro.kind)) return live();
-  JournalWrite w;
-  w.kind = ro.kind == OpRequest::Kind::Deploy ? JournalWrite::Kind::Activate : JournalWrite::Kind::RollbackTo;
-  w.release = ro.target;
-  w.uid = running_ ? running_->uid : -1;
+  JournalWrite w = journal_write(ro.kind == OpRequest::Kind::Deploy ? JournalWrite::Kind::Activate : JournalWrite::Kind::RollbackTo,
+                                 ro.target);
   phase_ = Phase::Disk;
   fx_.journal(w, [this, alive = std::weak_ptr<bool>(alive_), ro, live](bool ok, const std::string& err) {
     if (alive.expired()) return;

@@ -29,11 +29,14 @@ AppMachine::AppMachine(base::EventLoop& loop, Effects& fx, AppConfig app) : loop
 
 AppMachine::~AppMachine() {
   // Nothing armed on the loop may outlive us.
-  for (auto& [pid, w] : workers_)
-    for (auto t : {w.ready_timer, w.delay_timer, w.drain_timer, w.kill_timer}) loop_.cancel(t);
+  for (auto& [pid, w] : workers_) cancel_timers(w);
   for (auto& slot : slots_) loop_.cancel(slot.restart_timer);
   loop_.cancel(memory_timer_);
   stop_bake_timers();
+}
+
+void AppMachine::cancel_timers(const Worker& w) {
+  for (auto t : {w.ready_timer, w.delay_timer, w.drain_timer, w.kill_timer}) loop_.cancel(t);
 }
 
 AppMachine::Worker* AppMachine::get(pid_t pid) {
@@ -63,7 +66,7 @@ pid_t AppMachine::spawn(int slot, const std::string& release, bool incoming, std
   if (!pid) return 0;
   // A pid reused by the kernel may still name an adopted worker whose exit was not yet seen.
   if (auto stale = workers_.find(pid); stale != workers_.end()) {
-    for (auto t : {stale->second.ready_timer, stale->second.delay_timer, stale->second.drain_timer, stale->second.kill_timer}) loop_.cancel(t);
+    cancel_timers(stale->second);
     workers_.erase(stale);
   }
   Worker& w = workers_[pid];
@@ -124,7 +127,7 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
   auto it = workers_.find(pid);
   if (it == workers_.end()) return;
   Worker gone = it->second;
-  for (auto t : {gone.ready_timer, gone.delay_timer, gone.drain_timer, gone.kill_timer}) loop_.cancel(t);
+  cancel_timers(gone);
   workers_.erase(it);
   fx_.workers_changed();
   if (gone.adopted) {
