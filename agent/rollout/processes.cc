@@ -50,8 +50,7 @@ LaunchContext AppSupervisor::launch_context(const std::string& release, int slot
   LaunchContext ctx;
   ctx.release_dir = store_.release_dir(release);
   ctx.release_id = release;
-  std::string raw, err;
-  releases::read_version(ctx.release_dir, app_.watch, &ctx.version, &raw, &err);
+  ctx.version = release_version(release);
   ctx.agent_environ = environ_;
   ctx.notify_socket = notify_.path();
   ctx.node_shim = find_node_shim(nullptr);

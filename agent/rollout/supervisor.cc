@@ -113,11 +113,12 @@ void AppSupervisor::boot() {
 }
 
 void AppSupervisor::schedule_probe() {
+  // Armed only while the app has a probe: an app without one is never woken for it.
+  if (app_.health_path.empty() || probe_timer_ || shutting_down_) return;
   probe_timer_ = loop_.after(app_.health_interval, [this] {
     probe_timer_ = 0;
-    if (shutting_down_) return;
-    schedule_probe();  // the next one, with the interval as the config says now
-    if (app_.health_path.empty() || app_.listen.empty() || machine_.stopped() || probe_.busy() || !store_.current()) return;
+    schedule_probe();  // the next one, with the config as it is now
+    if (app_.listen.empty() || machine_.stopped() || probe_.busy() || !store_.current()) return;
     ProbeTarget t{app_.listen[0], app_.health_method, app_.health_path, app_.health_host, app_.health_timeout};
     probe_.start(t, [this](const ProbeResult& r) { machine_.on_probe(r.ok, r.detail); });
   });
@@ -353,7 +354,7 @@ bool AppSupervisor::open_sockets(std::string* err) {
   return true;
 }
 
-std::string AppSupervisor::version_of(const std::string& release) {
+std::string AppSupervisor::release_version(const std::string& release) const {
   std::string v, raw, err;
   return releases::read_version(store_.release_dir(release), app_.watch, &v, &raw, &err) ? v : "";
 }
@@ -387,6 +388,7 @@ void AppSupervisor::config_applied(const AppConfig& app) {
   app_ = app;
   if (git_changed) install_git_hook();
   refresh_account();
+  if (booted_) schedule_probe();  // `health` set by this reload
 }
 
 void AppSupervisor::shutdown(std::function<void()> when_empty) {
@@ -468,14 +470,12 @@ nlohmann::json AppSupervisor::status() const {
     case Phase::Baking: state = "baking"; break;
     case Phase::Idle: break;
   }
-  std::string version, raw, err;
-  if (cur) releases::read_version(store_.release_dir(*cur), app_.watch, &version, &raw, &err);
   const OpRequest* running = machine_.running();
   const OpRequest* pending = machine_.pending();
   nlohmann::json j = {{"app", app_.name},
                       {"state", state},
                       {"current", cur ? nlohmann::json(*cur) : nlohmann::json(nullptr)},
-                      {"version", version},
+                      {"version", cur ? release_version(*cur) : ""},
                       {"instances", app_.instances},
                       {"operation", running ? op_name(running->kind) : ""},
                       {"queued", pending ? op_name(pending->kind) : ""}};

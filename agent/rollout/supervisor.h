@@ -87,7 +87,7 @@ class AppSupervisor : private Effects {
   std::uint64_t rss(pid_t pid) override;
   void workers_changed() override;
   std::optional<std::string> current() override { return store_.current(); }
-  std::string version_of(const std::string& release) override;
+  std::string version_of(const std::string& release) override { return release_version(release); }
   void stage(const OpRequest& op, std::function<void(const StageOutcome&)> then) override;
   void build(const std::string& release, std::function<void(const BuildOutcome&)> then) override;
   bool preflight(const std::string& release, std::string* resolved, std::string* err) override;
@@ -161,6 +161,8 @@ class AppSupervisor : private Effects {
   /// The cached account, or a fresh lookup when the last one failed.
   bool account(Account* out, std::string* err);
   static std::uint64_t rss_of(pid_t pid);
+  /// The version `release` declares (package.json or the marker), "" if it says none.
+  std::string release_version(const std::string& release) const;
   /// What a worker of `release` in `slot` (-1: any) is launched with, read afresh.
   LaunchContext launch_context(const std::string& release, int slot) const;
 
