@@ -23,6 +23,8 @@ pkgs=(
   systemd
   # workers of the example app
   nodejs curl
+  # fleets: a real etcd cluster (3 members on loopback) and etcdctl for the tests
+  etcd-server etcd-client
 )
 
 missing=()

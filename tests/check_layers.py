@@ -17,10 +17,11 @@ ALLOWED = {
     "agent/health": ["base"],
     "hooks": ["base", "releases", "agent/config", "agent/process"],
     "agent/alerts": ["base", "releases", "agent/config"],
+    "agent/fleet": ["base", "agent/config"],
     "agent/rollout": ["base", "releases", "watchers", "agent/config", "agent/process", "agent/health", "hooks",
-                      "agent/alerts"],
+                      "agent/alerts", "agent/fleet"],
     "agent/daemon": ["base", "releases", "watchers", "agent/config", "agent/process", "agent/health", "hooks",
-                     "agent/alerts", "agent/rollout"],
+                     "agent/alerts", "agent/fleet", "agent/rollout"],
     "agent": ["agent/daemon"],  # main.cc
 }
 

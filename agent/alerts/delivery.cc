@@ -1,6 +1,5 @@
 #include "agent/alerts/delivery.h"
 
-#include <curl/curl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "base/dynlib.h"
+#include "base/curl.h"
 #include "base/units.h"
 #include "base/fs.h"
 #include "releases/version.h"
@@ -28,13 +27,10 @@ constexpr long kConnectTimeoutS = 5;
 constexpr long kTransferTimeoutS = 20;
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
 
-// libcurl (with the TLS, Kerberos and LDAP libraries it brings) is opened when the first alert
-// goes out, not linked (agent/dynlib.h). These pointers hide its own declarations in this file.
-#define AGENT_CURL_FUNCTIONS(X)                                                                 \
-  X(curl_global_init) X(curl_easy_init) X(curl_easy_setopt) X(curl_easy_perform)              \
-  X(curl_easy_getinfo) X(curl_easy_strerror) X(curl_easy_cleanup) X(curl_slist_append)        \
-  X(curl_slist_free_all)
-AGENT_CURL_FUNCTIONS(AGENT_DL_DECLARE)
+// libcurl's functions, opened when the first alert goes out (base/curl.h).
+using base::curl::curl_easy_getinfo;
+using base::curl::curl_easy_setopt;
+using base::curl::curl_slist_append;
 
 // A header value on one line: CR and LF (header injection) become spaces.
 std::string one_line(std::string s) {
@@ -98,52 +94,10 @@ size_t read_payload(char* buf, size_t size, size_t n, void* userp) {
 
 size_t discard(char*, size_t size, size_t n, void*) { return size * n; }
 
-// Aborts a transfer once the agent is stopping and its grace is over.
-int check_abort(void* clientp, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* deadline = static_cast<std::atomic<std::int64_t>*>(clientp);
-  std::int64_t d = deadline->load();
-  return d != 0 && SteadyClock::now().time_since_epoch().count() >= d;
-}
-
-// A curl handle with the settings every delivery shares, cleaned up at scope exit.
-struct Curl {
-  CURL* h = curl_easy_init();
-  char error[CURL_ERROR_SIZE] = {};
-  curl_slist* list = nullptr;
-  Curl() {
-    if (!h) return;
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutS);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, kTransferTimeoutS);
-  }
-  ~Curl() {
-    if (list) curl_slist_free_all(list);
-    if (h) curl_easy_cleanup(h);
-  }
-  bool perform(const std::string& what, std::atomic<std::int64_t>* abort_at, std::string* err) {
-    if (!h) return *err = "curl_easy_init failed", false;
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, check_abort);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, abort_at);
-    CURLcode rc = curl_easy_perform(h);
-    if (rc == CURLE_OK) return true;
-    *err = what + ": " + (error[0] ? std::string(error) : curl_easy_strerror(rc));
-    return false;
-  }
+// A handle with the delivery timeouts.
+struct Curl : base::curl::Easy {
+  Curl() : Easy(kConnectTimeoutS, kTransferTimeoutS) {}
 };
-
-bool init_curl(std::string* err) {
-  static std::mutex mu;
-  static bool ok = false;
-  return base::dynlib::open_once(mu, ok, AGENT_LIBCURL_SONAME, [](void* handle, std::string& err) {
-        const char* soname = AGENT_LIBCURL_SONAME;
-        AGENT_CURL_FUNCTIONS(AGENT_DL_RESOLVE)
-        if (CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT); rc != CURLE_OK)
-          return err = std::string("curl_global_init: ") + curl_easy_strerror(rc), false;
-        return true;
-      }, err);
-}
 
 }  // namespace
 
@@ -352,7 +306,7 @@ void Delivery::run() {
 }
 
 bool Delivery::deliver(Job& job, const AlertSettings& s, std::string* err) {
-  if (!init_curl(err)) return false;  // retried like any failed delivery
+  if (!base::curl::open(err)) return false;  // retried like any failed delivery
   return job.channel == Channel::Email ? send_email(job.out, s, err) : send_webhook(job.out, s, err);
 }
 
