@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "base/base64.h"
 #include "base/curl.h"
 #include "base/units.h"
 #include "base/fs.h"
@@ -37,25 +38,6 @@ std::string one_line(std::string s) {
   for (char& c : s)
     if (c == '\r' || c == '\n') c = ' ';
   return s;
-}
-
-std::string base64(const std::string& in) {
-  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    unsigned v = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8) |
-                 static_cast<unsigned char>(in[i + 2]);
-    out += {k[v >> 18], k[(v >> 12) & 63], k[(v >> 6) & 63], k[v & 63]};
-  }
-  if (i + 1 == in.size()) {
-    unsigned v = static_cast<unsigned char>(in[i]) << 16;
-    out += {k[v >> 18], k[(v >> 12) & 63], '=', '='};
-  } else if (i + 2 == in.size()) {
-    unsigned v = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
-    out += {k[v >> 18], k[(v >> 12) & 63], k[(v >> 6) & 63], '='};
-  }
-  return out;
 }
 
 std::string rfc5322_date(SysClock::time_point t) {
@@ -118,7 +100,7 @@ std::string email_subject(const Outgoing& o, const std::string& host) {
   if (o.folded > 0) s += " [+" + std::to_string(o.folded) + " more]";
   s = one_line(s);
   bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  return ascii ? s : "=?UTF-8?B?" + base64(s) + "?=";
+  return ascii ? s : "=?UTF-8?B?" + base::base64_encode(s) + "?=";
 }
 
 std::string format_email(const Outgoing& o, const AlertSettings& s, const std::string& host, const std::string& message_id) {

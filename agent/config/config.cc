@@ -7,8 +7,10 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <cstdlib>
@@ -268,6 +270,77 @@ void read_alerts(const toml::table& t, AlertSettings* a, Ctx& ctx) {
   r.reject_unknown();
 }
 
+void read_fleet(const toml::table& t, FleetSettings* f, Ctx& ctx) {
+  TableReader r(t, "[fleet]", ctx);
+  if (r.string_array("etcd", &f->etcd)) {
+    if (f->etcd.empty()) r.error(*t.get("etcd"), "etcd", "needs at least one endpoint, such as \"http://10.0.0.5:2379\"");
+    for (auto& e : f->etcd) {
+      if (!e.starts_with("http://") && !e.starts_with("https://"))
+        r.error(*t.get("etcd"), "etcd", "\"" + e + "\" must start with http:// or https://");
+      else if (e.find('@') != std::string::npos)
+        r.error(*t.get("etcd"), "etcd", "credentials do not belong in the URL: use etcd_user and etcd_password_file");
+      while (e.size() > 8 && e.back() == '/') e.pop_back();
+    }
+  } else if (!t.get("etcd")) {
+    ctx.error(t.source(), "missing required key \"etcd\" in [fleet] (the client URLs of the etcd members)");
+  }
+  auto name_ok = [](const std::string& s) {
+    return !s.empty() && s.size() <= 64 && s[0] != '.' &&
+           std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '_' || c == '-'; });
+  };
+  if (r.string("name", &f->name, true) && !name_ok(f->name))
+    r.error(*t.get("name"), "name", "\"" + f->name + "\": letters, digits, '.', '_' and '-' only, at most 64");
+  if (r.string("host", &f->host) && !name_ok(f->host))
+    r.error(*t.get("host"), "host", "\"" + f->host + "\": letters, digits, '.', '_' and '-' only, at most 64");
+  if (f->host.empty()) {
+    char buf[256] = {};
+    gethostname(buf, sizeof buf - 1);
+    f->host = buf;
+  }
+  r.duration("lease_ttl", &f->lease_ttl);
+  r.duration("unreachable_alert", &f->unreachable_alert);
+  if (f->lease_ttl < base::Millis(2000))
+    r.error(*t.get("lease_ttl"), "lease_ttl", base::format_duration(f->lease_ttl) + " is too short: at least 2s (etcd's leases count in seconds)");
+  r.string("etcd_user", &f->etcd_user);
+  r.abs_path("etcd_password_file", &f->etcd_password_file);
+  r.abs_path("etcd_ca_file", &f->etcd_ca_file);
+  r.abs_path("etcd_cert_file", &f->etcd_cert_file);
+  r.abs_path("etcd_key_file", &f->etcd_key_file);
+  if (!f->etcd_user.empty() && f->etcd_password_file.empty())
+    r.error(*t.get("etcd_user"), "etcd_user", "etcd_user needs etcd_password_file (the password never lives in the config)");
+  if (f->etcd_cert_file.empty() != f->etcd_key_file.empty())
+    r.error(*t.get(f->etcd_cert_file.empty() ? "etcd_key_file" : "etcd_cert_file"), f->etcd_cert_file.empty() ? "etcd_key_file" : "etcd_cert_file",
+            "a client certificate needs both etcd_cert_file and etcd_key_file");
+  r.reject_unknown();
+}
+
+// fleet_waves = [1, "25%", "100%"]
+void read_fleet_waves(TableReader& r, const toml::table& t, AppConfig* app) {
+  const toml::node* n = r.get("fleet_waves");
+  if (!n) return;
+  const toml::array* arr = n->as_array();
+  if (!arr || arr->empty()) return r.type_error(*n, "fleet_waves", "a non-empty array of host counts and percentages, such as [1, \"25%\", \"100%\"]");
+  for (const toml::node& e : *arr) {
+    FleetWave w;
+    if (e.is_integer()) {
+      w.count = static_cast<int>(std::clamp<int64_t>(e.as_integer()->get(), -1, 100000));
+      if (w.count < 1) return r.error(e, "fleet_waves", std::to_string(e.as_integer()->get()) + " hosts: a wave has at least 1");
+    } else if (e.is_string()) {
+      const std::string& s = e.as_string()->get();
+      char* end = nullptr;
+      long v = s.size() > 1 && s.back() == '%' ? std::strtol(s.c_str(), &end, 10) : 0;
+      if (!end || *end != '%' || v < 1 || v > 100)
+        return r.error(e, "fleet_waves", "\"" + s + "\": a percentage is written \"25%\" (1% to 100%)");
+      w.count = static_cast<int>(v);
+      w.percent = true;
+    } else {
+      return r.type_error(e, "fleet_waves", "a host count (1) or a percentage (\"25%\")");
+    }
+    app->fleet_waves.push_back(w);
+  }
+  (void)t;
+}
+
 // Where an app's name and listen addresses were written, for the errors that compare apps.
 struct AppSource {
   toml::source_region name_at;
@@ -298,6 +371,7 @@ void read_health(TableReader& r, const toml::table& t, AppConfig* app) {
   r.duration("health_timeout", &app->health_timeout);
   r.integer("health_failures", &app->health_failures, 1, 100);
   r.duration("bake", &app->bake);
+  read_fleet_waves(r, t, app);
   auto window = app->health_interval * app->health_failures;
   if (t.get("bake") && !app->health_path.empty() && app->bake.count() > 0 && app->bake < window)
     r.error(*t.get("bake"), "bake", base::format_duration(app->bake) + " is shorter than health_interval x health_failures (" +
@@ -479,6 +553,12 @@ bool parse_config(std::string_view text, const std::string& path, Config* out,
     if (n->is_table()) read_alerts(*n->as_table(), &out->alerts, ctx);
     else r.type_error(*n, "alerts", "a table ([alerts])");
   }
+  const toml::node* fleet_at = r.get("fleet");
+  if (fleet_at) {
+    out->fleet.emplace();
+    if (fleet_at->is_table()) read_fleet(*fleet_at->as_table(), &*out->fleet, ctx);
+    else r.type_error(*fleet_at, "fleet", "a table ([fleet])");
+  }
   std::vector<AppSource> sources;
   if (const toml::node* n = r.get("app")) {
     if (const toml::array* arr = n->as_array(); arr && arr->is_array_of_tables()) {
@@ -500,6 +580,8 @@ bool parse_config(std::string_view text, const std::string& path, Config* out,
   // Checks across apps: names are directories, addresses are bound once.
   for (size_t i = 0; i < out->apps.size(); ++i) {
     const AppConfig& a = out->apps[i];
+    if (!a.fleet_waves.empty() && !out->fleet)
+      ctx.error(sources[i].name_at, "app \"" + a.name + "\" has fleet_waves but the file has no [fleet] (which etcd, which fleet)");
     for (size_t j = 0; j < i; ++j) {
       const AppConfig& b = out->apps[j];
       if (!a.name.empty() && a.name == b.name)

@@ -48,6 +48,23 @@ struct AlertSettings {
   base::Millis retry_for{600'000};            // a delivery that keeps failing is retried this long, then dropped
 };
 
+// [fleet] (README "Fleets"): the hosts that share apps coordinate their rollouts through etcd.
+struct FleetSettings {
+  std::vector<std::string> etcd;  // client URLs of the etcd members: "http://10.0.0.5:2379"
+  std::string name;               // keys live under /deploy-agent/<name>/
+  std::string host;               // this host in the fleet; default: the hostname
+  base::Millis lease_ttl{10'000};  // a dead agent's slot frees itself this long after it stopped renewing
+  base::Millis unreachable_alert{60'000};  // etcd out of reach this long raises fleet_unreachable
+  std::string etcd_user, etcd_password_file, etcd_ca_file, etcd_cert_file, etcd_key_file;
+};
+
+/// One entry of fleet_waves: a number of hosts, or a percentage of the registered ones.
+struct FleetWave {
+  int count = 0;
+  bool percent = false;
+  bool operator==(const FleetWave&) const = default;
+};
+
 enum class ReadyMode { Fd, Notify, Delay };
 const char* ready_mode_name(ReadyMode m);
 
@@ -88,6 +105,9 @@ struct AppConfig {
   base::Millis health_timeout{2'000};
   int health_failures = 3;                    // failed probes in a row that make it unhealthy
   base::Millis bake{0};                       // 0: no bake
+  // Fleets: hosts of [fleet] that may roll a new version of this app at once, wave by wave.
+  // Empty: the app rolls on its own, whatever the other hosts do.
+  std::vector<FleetWave> fleet_waves;
   base::Millis settle{2'000};                 // quiet time after a change of source/watch before deploying
   std::optional<base::Millis> poll_interval;  // also read the watched file this often (NFS)
 
@@ -100,6 +120,7 @@ struct Config {
   bool syntax_ok = false;  // the TOML parsed: what was valid in it has been read, even with errors
   AgentSettings agent;
   AlertSettings alerts;
+  std::optional<FleetSettings> fleet;  // set when the file has [fleet]
   std::vector<AppConfig> apps;
 
   const AppConfig* find_app(std::string_view name) const;

@@ -1,0 +1,526 @@
+#include "agent/fleet/fleet.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+#include <spdlog/spdlog.h>
+
+#include "agent/fleet/waves.h"
+#include "base/units.h"
+
+namespace agent::fleet {
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr auto kPoll = 2s;          // waiters and halts are read again at least this often (the watch wakes them sooner)
+constexpr auto kRetry = 1s;         // after etcd failed
+constexpr auto kStopGrace = 2s;     // at exit: the lease's revocation gets this long
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '/') out += "%2F";
+    else if (c == '%') out += "%25";
+    else out += c;
+  }
+  return out;
+}
+
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && s.compare(i, 3, "%2F") == 0) out += '/', i += 2;
+    else if (s[i] == '%' && s.compare(i, 3, "%25") == 0) out += '%', i += 2;
+    else out += s[i];
+  }
+  return out;
+}
+
+std::string now_iso() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+json parse(const std::string& s) {
+  json j = json::parse(s, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+std::string state_value(const std::string& state, const std::string& reason = "") {
+  json j = {{"state", state}, {"time", now_iso()}};
+  if (!reason.empty()) j["reason"] = reason;
+  return j.dump();
+}
+
+// What one version's keys say, read in one range.
+struct VersionKeys {
+  std::optional<KeyValue> halt;
+  std::int64_t gate_mod = 0;
+  std::vector<Waiter> want;
+  std::vector<std::string> slot;
+  std::map<std::string, json> state;  // host -> {"state":..., "time":..., "reason":...}
+  std::int64_t first_revision = 0;    // when the version was first asked for
+};
+
+VersionKeys read_version(const std::vector<KeyValue>& kvs, const std::string& vp) {
+  VersionKeys v;
+  for (const auto& kv : kvs) {
+    if (!kv.key.starts_with(vp)) continue;
+    std::string rest = kv.key.substr(vp.size());
+    if (!v.first_revision || kv.create_revision < v.first_revision) v.first_revision = kv.create_revision;
+    if (rest == "halt") v.halt = kv;
+    else if (rest == "gate") v.gate_mod = kv.mod_revision;
+    else if (rest.starts_with("want/")) v.want.push_back({rest.substr(5), kv.create_revision});
+    else if (rest.starts_with("slot/")) v.slot.push_back(rest.substr(5));
+    else if (rest.starts_with("state/")) v.state[rest.substr(6)] = parse(kv.value);
+  }
+  return v;
+}
+
+std::string state_of(const VersionKeys& v, const std::string& host) {
+  auto it = v.state.find(host);
+  return it == v.state.end() ? "" : it->second.value("state", "");
+}
+
+std::string halt_text(const KeyValue& halt) {
+  json h = parse(halt.value);
+  return "halted by " + h.value("host", std::string("?")) + ": " + h.value("reason", std::string("?"));
+}
+
+WaveView view_of(const VersionKeys& v, int alive) {
+  WaveView view;
+  view.hosts = alive;
+  for (const auto& [host, st] : v.state) view.done += st.value("state", "") == "done";
+  view.holding = v.slot;
+  for (const auto& w : v.want)
+    if (std::find(v.slot.begin(), v.slot.end(), w.host) == v.slot.end()) view.waiting.push_back(w);
+  return view;
+}
+
+}  // namespace
+
+Coordinator::Coordinator(FleetSettings settings, Events events)
+    : settings_(std::move(settings)),
+      events_(std::move(events)),
+      etcd_({settings_.etcd, settings_.etcd_user, settings_.etcd_password_file, settings_.etcd_ca_file,
+             settings_.etcd_cert_file, settings_.etcd_key_file}),
+      watch_etcd_({settings_.etcd, settings_.etcd_user, settings_.etcd_password_file, settings_.etcd_ca_file,
+                   settings_.etcd_cert_file, settings_.etcd_key_file}) {
+  thread_ = std::thread([this] { run(); });
+  watcher_ = std::thread([this] { watch_loop(); });
+}
+
+Coordinator::~Coordinator() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  watch_etcd_.abort();
+  etcd_.set_deadline(Clock::now() + kStopGrace);
+  if (watcher_.joinable()) watcher_.join();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string Coordinator::version_prefix(const std::string& app, const std::string& version) const {
+  return prefix() + "apps/" + app + "/" + escape(version) + "/";
+}
+
+void Coordinator::post(std::function<bool(std::string*)> command) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back(std::move(command));
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Coordinator::acquire(const std::string& app, const std::string& version, const std::vector<FleetWave>& waves,
+                          Progress progress, std::function<void(const Turn&)> then) {
+  auto w = std::make_shared<Wait>(Wait{app, version, waves, std::move(progress), std::move(then), false, ""});
+  post([this, w](std::string*) {
+    waits_.push_back(std::make_unique<Wait>(std::move(*w)));
+    return true;
+  });
+}
+
+void Coordinator::baking(const std::string& app, const std::string& version) {
+  post([this, app, version](std::string* err) {
+    return etcd_.put(version_prefix(app, version) + "state/" + settings_.host, state_value("baking"), 0, err);
+  });
+}
+
+void Coordinator::finish(const std::string& app, const std::string& version, bool ok, const std::string& reason,
+                         std::function<void(bool)> then) {
+  post([this, app, version, ok, reason, then](std::string* err) {
+    std::string vp = version_prefix(app, version), me = settings_.host;
+    json done_ops = json::array({Etcd::put_op(vp + "state/" + me, state_value(ok ? "done" : "failed", reason)),
+                                 Etcd::delete_op(vp + "slot/" + me), Etcd::put_op(vp + "gate", me)});
+    bool made_halt = false;
+    if (ok) {
+      bool unused;
+      if (!etcd_.txn(json::array(), done_ops, json::array(), &unused, err)) return false;
+    } else {
+      // Create-only: the first host to fail halts the version; a second one finds it halted.
+      json halt = {{"host", me}, {"reason", reason}, {"time", now_iso()}};
+      json with_halt = done_ops;
+      with_halt.push_back(Etcd::put_op(vp + "halt", halt.dump()));
+      if (!etcd_.txn(json::array({Etcd::absent(vp + "halt")}), with_halt, done_ops, &made_halt, err)) return false;
+      if (made_halt) spdlog::warn("fleet: {} {} halted on every host of fleet {}: {}", app, version, settings_.name, reason);
+    }
+    holding_.erase({app, version});
+    if (then) then(made_halt);
+    return true;
+  });
+}
+
+void Coordinator::abandon(const std::string& app, const std::string& version) {
+  post([this, app, version](std::string* err) {
+    std::erase_if(waits_, [&](const auto& w) { return w->app == app && w->version == version; });
+    std::string vp = version_prefix(app, version), me = settings_.host;
+    bool unused;
+    json ops = json::array({Etcd::delete_op(vp + "want/" + me), Etcd::delete_op(vp + "slot/" + me),
+                            Etcd::delete_op(vp + "state/" + me), Etcd::put_op(vp + "gate", me)});
+    // A host that is done or failed keeps saying so: only an unfinished turn is taken back.
+    KeyValue st;
+    bool found = false;
+    if (!etcd_.get(vp + "state/" + me, &st, &found, err)) return false;
+    std::string s = found ? parse(st.value).value("state", "") : "";
+    if (s == "done" || s == "failed" || s == "halted") ops.erase(2);
+    if (!etcd_.txn(json::array(), ops, json::array(), &unused, err)) return false;
+    holding_.erase({app, version});
+    return true;
+  });
+}
+
+void Coordinator::watch_halt(const std::string& app, const std::string& version) {
+  post([this, app, version](std::string*) {
+    halt_watches_.insert({app, version});
+    return true;
+  });
+}
+
+void Coordinator::publish(const std::string& app, const std::string& version) {
+  post([this, app, version](std::string*) {
+    if (published_[app] != version) hosts_dirty_ = true;
+    published_[app] = version;
+    return true;
+  });
+}
+
+std::string Coordinator::host_value() const {
+  json apps = json::object();
+  for (const auto& [app, version] : published_) apps[app] = version;
+  return json{{"host", settings_.host}, {"apps", apps}, {"updated", now_iso()}}.dump();
+}
+
+bool Coordinator::ensure_lease(std::string* err) {
+  auto now = Clock::now();
+  auto ttl = std::chrono::duration_cast<std::chrono::seconds>(settings_.lease_ttl + 999ms);
+  if (lease_) {
+    if (now < next_keepalive_) return true;
+    std::int64_t left = 0;
+    if (!etcd_.lease_keepalive(lease_, &left, err)) return false;
+    if (left > 0) {
+      next_keepalive_ = now + settings_.lease_ttl / 3;
+      return true;
+    }
+    // etcd forgot it (we were cut off longer than its TTL): everything it held is gone.
+    spdlog::warn("fleet: lease of {} expired in etcd; registering again", settings_.host);
+    lease_ = 0;
+  }
+  if (!etcd_.lease_grant(ttl.count(), &lease_, err)) return false;
+  next_keepalive_ = now + settings_.lease_ttl / 3;
+  registered_ = false;
+  return true;
+}
+
+bool Coordinator::register_host(std::string* err) {
+  std::string me = settings_.host;
+  if (!registered_) {
+    json alive = {{"host", me}, {"pid", static_cast<long>(getpid())}, {"since", now_iso()}, {"agent", AGENT_VERSION}};
+    if (!etcd_.put(prefix() + "alive/" + me, alive.dump(), lease_, err)) return false;
+    // A new lease: the keys the old one held are gone. A slot held through a cut-off is taken
+    // again (the rollout went on meanwhile), and a waiter asks again (at the end of the line).
+    for (const auto& [app, version] : holding_)
+      if (!etcd_.put(version_prefix(app, version) + "slot/" + me, me, lease_, err)) return false;
+    for (auto& w : waits_) w->asked = false;
+    registered_ = true;
+    spdlog::info("fleet: {} registered in fleet {} (etcd {})", me, settings_.name, etcd_.endpoint());
+  }
+  if (hosts_dirty_) {
+    if (!etcd_.put(prefix() + "hosts/" + me, host_value(), 0, err)) return false;
+    hosts_dirty_ = false;
+  }
+  return true;
+}
+
+bool Coordinator::evaluate(Wait& w, bool* finished, std::string* err) {
+  *finished = false;
+  std::string vp = version_prefix(w.app, w.version), me = settings_.host;
+  if (!w.asked) {
+    KeyValue st;
+    bool found = false;
+    if (!etcd_.get(vp + "state/" + me, &st, &found, err)) return false;
+    if (found && parse(st.value).value("state", "") == "done") {
+      *finished = true;
+      w.then({Turn::Kind::AlreadyDone, "this host is done with " + w.version + " already"});
+      return true;
+    }
+    bool unused;
+    json ops = json::array({Etcd::put_op(vp + "want/" + me, me, lease_), Etcd::put_op(vp + "state/" + me, state_value("waiting"))});
+    if (!etcd_.txn(json::array(), ops, json::array(), &unused, err)) return false;
+    w.asked = true;
+  }
+  std::vector<KeyValue> kvs, alive;
+  if (!etcd_.range_prefix(vp, &kvs, nullptr, err) || !etcd_.range_prefix(prefix() + "alive/", &alive, nullptr, err)) return false;
+  VersionKeys v = read_version(kvs, vp);
+  if (v.halt) {
+    std::string why = halt_text(*v.halt);
+    bool unused;
+    json ops = json::array({Etcd::delete_op(vp + "want/" + me), Etcd::put_op(vp + "state/" + me, state_value("halted", why))});
+    if (!etcd_.txn(json::array(), ops, json::array(), &unused, err)) return false;
+    *finished = true;
+    w.then({Turn::Kind::Halted, why});
+    return true;
+  }
+  if (std::none_of(v.want.begin(), v.want.end(), [&](const Waiter& x) { return x.host == me; })) {
+    w.asked = false;  // our request went with an expired lease (or was taken back): ask again
+    return true;
+  }
+  Decision d = decide(w.waves, view_of(v, static_cast<int>(alive.size())));
+  if (std::find(d.granted.begin(), d.granted.end(), me) != d.granted.end()) {
+    // Only if no slot changed hands since the read, and nobody halted it.
+    json compare = json::array({Etcd::mod_revision_is(vp + "gate", v.gate_mod), Etcd::absent(vp + "halt")});
+    json ops = json::array({Etcd::put_op(vp + "slot/" + me, me, lease_), Etcd::put_op(vp + "gate", me),
+                            Etcd::put_op(vp + "state/" + me, state_value("rolling")), Etcd::delete_op(vp + "want/" + me)});
+    bool got = false;
+    if (!etcd_.txn(compare, ops, json::array(), &got, err)) return false;
+    if (!got) {
+      std::lock_guard<std::mutex> lock(mu_);
+      woken_ = true;  // the line moved meanwhile: read it again at once
+      return true;
+    }
+    holding_.insert({w.app, w.version});
+    *finished = true;
+    w.then({Turn::Kind::Go, "wave " + std::to_string(d.wave + 1) + " of " + std::to_string(d.waves)});
+    return true;
+  }
+  // Say what it waits for, when that changes.
+  std::string who;
+  for (const auto& h : v.slot) who += (who.empty() ? "" : ", ") + h + " " + (state_of(v, h).empty() ? "rolling" : state_of(v, h)) + " " + w.version;
+  std::string wave = "wave " + std::to_string(d.wave + 1) + " of " + std::to_string(d.waves) + ", " + std::to_string(d.capacity) +
+                     " host" + (d.capacity == 1 ? "" : "s") + " at a time";
+  std::string line = "waiting for a fleet slot: " + (who.empty() ? "the hosts before this one go first" : who) + " (" + wave + ")";
+  if (line != w.said && w.progress) w.progress(line);
+  w.said = line;
+  return true;
+}
+
+bool Coordinator::check_halts(std::string* err) {
+  for (auto it = halt_watches_.begin(); it != halt_watches_.end();) {
+    KeyValue kv;
+    bool found = false;
+    if (!etcd_.get(version_prefix(it->first, it->second) + "halt", &kv, &found, err)) return false;
+    if (found) {
+      ++it;
+      continue;
+    }
+    spdlog::info("fleet: the halt of {} {} was lifted", it->first, it->second);
+    if (events_.resumed) events_.resumed(it->first, it->second);
+    it = halt_watches_.erase(it);
+  }
+  return true;
+}
+
+void Coordinator::reached(bool ok, const std::string& err) {
+  auto now = Clock::now();
+  if (ok) {
+    if (unreachable_alerted_ && events_.reachability) events_.reachability(false, "");
+    if (unreachable_since_ != Clock::time_point{}) spdlog::info("fleet: etcd answers again ({})", etcd_.endpoint());
+    unreachable_since_ = {};
+    unreachable_alerted_ = false;
+    return;
+  }
+  if (unreachable_since_ == Clock::time_point{}) {
+    unreachable_since_ = now;
+    spdlog::warn("fleet: etcd unreachable: {}", err);
+  }
+  for (auto& w : waits_) {
+    std::string line = "waiting for a fleet slot: etcd unreachable (" + err + ")";
+    if (line != w->said && w->progress) w->progress(line);
+    w->said = line;
+  }
+  if (!unreachable_alerted_ && now - unreachable_since_ >= settings_.unreachable_alert) {
+    unreachable_alerted_ = true;
+    if (events_.reachability) events_.reachability(true, err);
+  }
+}
+
+void Coordinator::step() {
+  std::string err;
+  bool ok = ensure_lease(&err) && register_host(&err);
+  std::deque<std::function<bool(std::string*)>> commands;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands.swap(commands_);
+  }
+  std::deque<std::function<bool(std::string*)>> failed;
+  for (auto& c : commands) {
+    std::string e;
+    if (c(&e)) continue;
+    failed.push_back(std::move(c));
+    if (ok) ok = false, err = e;
+  }
+  if (!failed.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = failed.rbegin(); it != failed.rend(); ++it) commands_.push_front(std::move(*it));
+  }
+  if (ok) {
+    for (size_t i = 0; i < waits_.size();) {
+      bool finished = false;
+      if (!evaluate(*waits_[i], &finished, &err)) {
+        ok = false;
+        break;
+      }
+      if (finished) waits_.erase(waits_.begin() + static_cast<long>(i));
+      else ++i;
+    }
+  }
+  if (ok) ok = check_halts(&err);
+  reached(ok, err);
+}
+
+void Coordinator::run() {
+  while (true) {
+    step();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stop_) break;
+    auto wake = next_keepalive_;
+    if (unreachable_since_ != Clock::time_point{} || !commands_.empty()) wake = std::min(wake, Clock::now() + kRetry);
+    if (!waits_.empty() || !halt_watches_.empty()) wake = std::min(wake, Clock::now() + kPoll);
+    cv_.wait_until(lock, wake, [&] { return stop_ || woken_; });
+    woken_ = false;
+    if (stop_) break;
+  }
+  // Going away: our slots and requests free at once rather than when the lease runs out.
+  std::string err;
+  if (lease_ && !etcd_.lease_revoke(lease_, &err)) spdlog::warn("fleet: could not revoke the lease: {}", err);
+}
+
+void Coordinator::watch_loop() {
+  std::string err;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    bool ok = watch_etcd_.watch(prefix(), 0, [this](std::int64_t) {
+      std::lock_guard<std::mutex> lock(mu_);
+      woken_ = true;
+      cv_.notify_all();
+      return !stop_;
+    }, &err);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stop_) return;
+    if (!ok) cv_.wait_for(lock, kRetry, [&] { return stop_; });
+  }
+}
+
+void Coordinator::status(const std::string& app, std::map<std::string, std::vector<FleetWave>> waves,
+                         std::function<void(const json&, const std::string&)> then) {
+  post([this, app, waves = std::move(waves), then](std::string*) {
+    std::string err;
+    std::vector<KeyValue> alive, hosts, kvs;
+    if (!etcd_.range_prefix(prefix() + "alive/", &alive, nullptr, &err) || !etcd_.range_prefix(prefix() + "hosts/", &hosts, nullptr, &err) ||
+        !etcd_.range_prefix(prefix() + "apps/" + (app.empty() ? "" : app + "/"), &kvs, nullptr, &err)) {
+      then(json(), err);
+      return true;  // answered; not tried again
+    }
+    std::set<std::string> up;
+    for (const auto& kv : alive) up.insert(kv.key.substr(prefix().size() + 6));
+    std::map<std::string, json> host_apps;
+    for (const auto& kv : hosts) host_apps[kv.key.substr(prefix().size() + 6)] = parse(kv.value).value("apps", json::object());
+    for (const auto& h : up) host_apps.emplace(h, json::object());
+    json out = {{"fleet", settings_.name}, {"host", settings_.host}, {"etcd", etcd_.endpoint()}, {"hosts", json::array()}, {"apps", json::array()}};
+    for (const auto& [h, apps] : host_apps) out["hosts"].push_back({{"host", h}, {"alive", up.count(h) > 0}, {"apps", apps}});
+    // apps/<app>/<version>/...: the newest version of each app is the one asked for last.
+    std::map<std::string, std::map<std::string, std::vector<KeyValue>>> by_app;
+    std::string ap = prefix() + "apps/";
+    for (const auto& kv : kvs) {
+      std::string rest = kv.key.substr(ap.size());
+      size_t a = rest.find('/'), b = a == std::string::npos ? a : rest.find('/', a + 1);
+      if (b == std::string::npos) continue;
+      by_app[rest.substr(0, a)][rest.substr(a + 1, b - a - 1)].push_back(kv);
+    }
+    for (const auto& [name, versions] : by_app) {
+      std::string newest;
+      VersionKeys nv;
+      for (const auto& [ver, list] : versions) {
+        VersionKeys v = read_version(list, ap + name + "/" + ver + "/");
+        if (newest.empty() || v.first_revision > nv.first_revision) newest = ver, nv = std::move(v);
+      }
+      std::vector<FleetWave> w = waves.count(name) ? waves.at(name) : std::vector<FleetWave>{};
+      Decision d = decide(w, view_of(nv, static_cast<int>(up.size())));
+      json a = {{"app", name}, {"version", unescape(newest)}, {"waves", waves_text(w)}, {"open_wave", d.wave + 1},
+                {"waves_total", d.waves}, {"capacity", d.capacity}, {"halt", nullptr}, {"hosts", json::array()}};
+      if (nv.halt) {
+        json h = parse(nv.halt->value);
+        a["halt"] = {{"host", h.value("host", "")}, {"reason", h.value("reason", "")}, {"time", h.value("time", "")}};
+      }
+      for (const auto& [h, apps] : host_apps) {
+        std::string st = state_of(nv, h);
+        if (st.empty()) st = apps.value(name, "") == unescape(newest) ? "done" : "-";
+        json row = {{"host", h}, {"alive", up.count(h) > 0}, {"current", apps.value(name, "")}, {"state", st}};
+        if (auto it = nv.state.find(h); it != nv.state.end() && it->second.contains("reason")) row["reason"] = it->second["reason"];
+        a["hosts"].push_back(row);
+      }
+      out["apps"].push_back(a);
+    }
+    then(out, "");
+    return true;
+  });
+}
+
+void Coordinator::resume(const std::string& app, const std::string& version, std::function<void(bool, const std::string&)> then) {
+  post([this, app, version, then](std::string*) {
+    std::string err, vp = version_prefix(app, version);
+    std::vector<KeyValue> kvs;
+    if (!etcd_.range_prefix(vp, &kvs, nullptr, &err)) {
+      then(false, err);
+      return true;
+    }
+    VersionKeys v = read_version(kvs, vp);
+    if (!v.halt) {
+      then(false, app + " " + version + " is not halted in fleet " + settings_.name);
+      return true;
+    }
+    std::string was = halt_text(*v.halt);
+    // The halt goes, and so do the failed and halted marks: those hosts ask again.
+    json ops = json::array({Etcd::delete_op(vp + "halt"), Etcd::put_op(vp + "gate", settings_.host)});
+    int retry = 0;
+    for (const auto& [h, st] : v.state) {
+      std::string s = st.value("state", "");
+      if (s == "failed" || s == "halted") ops.push_back(Etcd::delete_op(vp + "state/" + h)), ++retry;
+    }
+    bool unused;
+    if (!etcd_.txn(json::array(), ops, json::array(), &unused, &err)) {
+      then(false, err);
+      return true;
+    }
+    spdlog::info("fleet: {} {} resumed by {} (it was {})", app, version, settings_.host, was);
+    then(true, "resumed " + app + " " + version + " in fleet " + settings_.name + " (it was " + was + "); " + std::to_string(retry) +
+                   " host" + (retry == 1 ? "" : "s") + " will try it again");
+    return true;
+  });
+}
+
+}  // namespace agent::fleet

@@ -1,0 +1,131 @@
+// The fleet coordinator (README "Fleets"): the hosts of a [fleet] roll a new version of an app
+// K at a time, through etcd. One thread per agent talks to etcd (agent/fleet/etcd.h), a second
+// one watches it; nothing here runs on the event loop, and nothing on the event loop waits for
+// it: callbacks come from the fleet thread and the caller posts them to its loop.
+//
+// Keys, under /deploy-agent/<name>/:
+//   alive/<host>                   this agent is up (its lease)
+//   hosts/<host>                   the versions it runs, {"apps":{"api":"1.4.0"}} (kept when it dies)
+//   apps/<app>/<version>/want/<host>   it waits for a slot (its lease; the create revision orders the line)
+//   apps/<app>/<version>/slot/<host>   it holds a slot, rolling or baking (its lease: a dead agent's frees itself)
+//   apps/<app>/<version>/state/<host>  waiting | rolling | baking | done | failed | halted (kept)
+//   apps/<app>/<version>/halt          who halted the version, why, when (created only if absent)
+//   apps/<app>/<version>/gate          written by every slot change: a grant is a transaction that
+//                                      holds only if nothing changed since the host read the line
+// A version string is escaped into one path segment ('/' and '%' as %2F and %25).
+#pragma once
+
+#include <cstdint>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/config/config.h"
+#include "agent/fleet/etcd.h"
+
+namespace agent::fleet {
+
+/// What a host's turn at a version came to.
+struct Turn {
+  enum class Kind { Go, AlreadyDone, Halted };
+  Kind kind = Kind::Go;
+  std::string reason;  // Halted: "halted by web-01: ..."
+};
+
+/// Events the coordinator reports, from its thread.
+struct Events {
+  /// A halt this host gave up on (or made) was lifted: its deploy of (app, version) may run again.
+  std::function<void(const std::string& app, const std::string& version)> resumed;
+  /// etcd has been out of reach for unreachable_alert (true), or answers again (false).
+  std::function<void(bool unreachable, const std::string& detail)> reachability;
+};
+
+class Coordinator {
+ public:
+  Coordinator(FleetSettings settings, Events events);
+  ~Coordinator();  // stops its threads and revokes its lease (bounded), so its slots free at once
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  const FleetSettings& settings() const { return settings_; }
+
+  using Progress = std::function<void(const std::string& line)>;
+  /// Asks for a slot for (app, version); `progress` hears what it waits for whenever that
+  /// changes ("waiting for a fleet slot: web-02 rolling 1.4.0"), `then` is called once.
+  void acquire(const std::string& app, const std::string& version, const std::vector<FleetWave>& waves,
+               Progress progress, std::function<void(const Turn&)> then);
+  /// The host holding a slot bakes now (what fleet status shows).
+  void baking(const std::string& app, const std::string& version);
+  /// The end of this host's turn. ok: done, the slot is freed. Not ok: the version is halted
+  /// fleet-wide unless it already was; `then(true)` when this host made the halt (and so
+  /// raises fleet_halted), false when another host had.
+  void finish(const std::string& app, const std::string& version, bool ok, const std::string& reason,
+              std::function<void(bool made_halt)> then = nullptr);
+  /// Stops waiting or frees a held slot without a verdict (superseded, shutting down).
+  void abandon(const std::string& app, const std::string& version);
+  /// Calls Events::resumed when the halt of (app, version) is lifted.
+  void watch_halt(const std::string& app, const std::string& version);
+  /// The version this host runs of `app`, for fleet status ("" for none).
+  void publish(const std::string& app, const std::string& version);
+  /// `agent fleet status`: hosts, their versions, each app's newest version and the states of
+  /// the hosts for it. From the fleet thread: err is set when etcd could not be read.
+  void status(const std::string& app, std::map<std::string, std::vector<FleetWave>> waves,
+              std::function<void(const nlohmann::json& status, const std::string& err)> then);
+  /// `agent fleet resume APP VERSION`: lifts the halt; hosts that gave up try again.
+  void resume(const std::string& app, const std::string& version, std::function<void(bool ok, const std::string& message)> then);
+
+  /// Key helpers (public for the tests).
+  std::string prefix() const { return "/deploy-agent/" + settings_.name + "/"; }
+  std::string version_prefix(const std::string& app, const std::string& version) const;
+
+ private:
+  struct Wait {
+    std::string app, version;
+    std::vector<FleetWave> waves;
+    Progress progress;
+    std::function<void(const Turn&)> then;
+    bool asked = false;
+    std::string said;
+  };
+  using Clock = std::chrono::steady_clock;
+
+  void run();
+  void watch_loop();
+  /// One pass: the lease, the registration, the queued commands, every waiter.
+  void step();
+  bool ensure_lease(std::string* err);
+  bool register_host(std::string* err);
+  bool evaluate(Wait& w, bool* finished, std::string* err);
+  bool check_halts(std::string* err);
+  void post(std::function<bool(std::string* err)> command);
+  void reached(bool ok, const std::string& err);
+  std::string host_value() const;
+
+  FleetSettings settings_;
+  Events events_;
+  Etcd etcd_, watch_etcd_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false, woken_ = false;
+  std::deque<std::function<bool(std::string*)>> commands_;  // run in order; one that fails is tried again
+  std::vector<std::unique_ptr<Wait>> waits_;
+  std::set<std::pair<std::string, std::string>> halt_watches_;
+  std::map<std::string, std::string> published_;             // app -> version
+  std::set<std::pair<std::string, std::string>> holding_;   // slots this host holds (put again with a new lease)
+  // Fleet thread only.
+  std::int64_t lease_ = 0;
+  Clock::time_point next_keepalive_{}, unreachable_since_{};
+  bool registered_ = false, unreachable_alerted_ = false, hosts_dirty_ = true;
+  std::thread thread_, watcher_;
+};
+
+}  // namespace agent::fleet
