@@ -21,12 +21,14 @@ const char* event_name(Event e) {
     case Event::RolledBack: return "rolled_back";
     case Event::Refused: return "refused";
     case Event::Baked: return "baked";
+    case Event::Halted: return "halted";
+    case Event::Note: return "note";
   }
   return "?";
 }
 
 std::optional<Event> parse_event(const std::string& s) {
-  for (Event e : {Event::Staged, Event::Activated, Event::Failed, Event::RolledBack, Event::Refused, Event::Baked})
+  for (Event e : {Event::Staged, Event::Activated, Event::Failed, Event::RolledBack, Event::Refused, Event::Baked, Event::Halted, Event::Note})
     if (s == event_name(e)) return e;
   return std::nullopt;
 }

@@ -11,7 +11,9 @@ namespace releases {
 // refused: a deploy turned down before anything was staged (no version, no package.json in a
 // pushed commit, a tree that kept changing); it has no release id. baked: the release passed
 // its bake (README "Health and bake"); one that failed it is rolled_back with `bad` set.
-enum class Event { Staged, Activated, Failed, RolledBack, Refused, Baked };
+// halted: the fleet halted its version before it rolled here (README "Fleets"). note: a line
+// about a release that changes nothing (a wait for the fleet, a deploy past its gate).
+enum class Event { Staged, Activated, Failed, RolledBack, Refused, Baked, Halted, Note };
 const char* event_name(Event e);
 std::optional<Event> parse_event(const std::string& s);
 

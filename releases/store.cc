@@ -28,6 +28,7 @@ const char* state_name(ReleaseState s) {
     case ReleaseState::RolledBack: return "rolled_back";
     case ReleaseState::Bad: return "bad";
     case ReleaseState::Refused: return "refused";
+    case ReleaseState::Halted: return "halted";
     case ReleaseState::Unknown: return "unknown";
   }
   return "?";
@@ -102,7 +103,9 @@ std::vector<std::string> ReleaseStore::activation_stack(const std::vector<Journa
         break;
       case Event::Staged:
       case Event::Refused:
-      case Event::Baked: break;
+      case Event::Baked:
+      case Event::Halted:
+      case Event::Note: break;
     }
   }
   std::erase_if(stack, [&](const std::string& id) { return !base::is_directory(release_dir(id)); });
@@ -363,6 +366,12 @@ bool ReleaseStore::record_refused(const StageRequest& req, const std::string& re
   return journal_.append(e, err);
 }
 
+bool ReleaseStore::record(Event event, const std::string& id, const std::string& reason, long uid, std::string* err) {
+  std::vector<JournalEntry> entries;
+  if (!read_journal(&entries, err)) return false;
+  return journal_.append(entry_about(entries, event, id, reason, uid), err);
+}
+
 bool ReleaseStore::record_failed(const std::string& id, const std::string& reason, long uid, std::string* err) {
   std::vector<JournalEntry> entries;
   if (!read_journal(&entries, err)) return false;
@@ -483,15 +492,17 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
     if (!e.source.empty()) r.source = e.source;
     if (!e.revision.empty()) r.revision = e.revision;
     if (e.event == Event::Staged) r.time = e.time;
-    if (e.event == Event::Baked) continue;  // a note on the release, not a change of its state
+    if (e.event == Event::Baked || e.event == Event::Note) continue;  // a note on the release, not a change of its state
     r.reason = e.reason;
     switch (e.event) {
       case Event::Staged: r.state = ReleaseState::Staged; break;
       case Event::Activated: r.state = ReleaseState::Previous; break;
       case Event::Failed: r.state = ReleaseState::Failed; break;
       case Event::RolledBack: r.state = e.bad ? ReleaseState::Bad : ReleaseState::RolledBack; break;
+      case Event::Halted: r.state = ReleaseState::Halted; break;
       case Event::Refused:
-      case Event::Baked: break;
+      case Event::Baked:
+      case Event::Note: break;
     }
   }
   out->clear();

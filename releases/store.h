@@ -49,7 +49,7 @@ struct Release {
   int tries = 0;
 };
 
-enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Bad, Refused, Unknown };
+enum class ReleaseState { Staged, Active, Previous, Failed, RolledBack, Bad, Refused, Halted, Unknown };
 const char* state_name(ReleaseState s);
 
 struct ReleaseInfo {
@@ -109,6 +109,10 @@ class ReleaseStore {
 
   /// `id` passed its bake: journaled `baked` with `reason` ("60s, 30 probes ok").
   bool record_baked(const std::string& id, const std::string& reason, long uid, std::string* err);
+
+  /// Journals `event` about `id` with `reason`: halted (its version was halted in the fleet
+  /// before it rolled here) or a note.
+  bool record(releases::Event event, const std::string& id, const std::string& reason, long uid, std::string* err);
 
   /// `id` failed its bake: journaled rolled_back with `bad` and the reason, then `to` (the
   /// release live before it) made current again and journaled activated. With no `to` (a first

@@ -62,6 +62,7 @@ void AppMachine::start_bake(const std::string& release, const std::string& previ
                         : "probe " + app_.health_method + " " + app_.health_path + " every " + base::format_duration(app_.health_interval) +
                               ", failing after " + std::to_string(app_.health_failures) + " in a row";
   say(live_message);
+  if (!fleet_version_.empty()) fx_.fleet_baking(fleet_version_);
   say("baking " + release + " for " + base::format_duration(app_.bake) + ": " + how);
   bake_.timer = loop_.after(app_.bake, [this] {
     bake_.timer = 0;
@@ -100,10 +101,11 @@ void AppMachine::fail_bake(const std::string& reason) {
   if (phase_ != Phase::Baking) return;
   stop_bake_timers();
   Bake b = bake_;
-  fx_.alert({app_.name, "bake_failed", "release " + b.release + " failed its bake: " + reason,
-             b.previous.empty() ? "there is no earlier release to go back to: it keeps running"
-                                : "rolling back to " + b.previous + "; see agent releases " + app_.name,
-             0, b.release});
+  failure_alert({app_.name, "bake_failed", "release " + b.release + " failed its bake: " + reason,
+                 b.previous.empty() ? "there is no earlier release to go back to: it keeps running"
+                                    : "rolling back to " + b.previous + "; see agent releases " + app_.name,
+                 0, b.release},
+                "bake failed: " + reason);
   JournalWrite w = journal_write(JournalWrite::Kind::BakeFailed, b.release, "bake failed: " + reason);
   w.to = b.previous;
   if (b.previous.empty()) {

@@ -69,6 +69,9 @@ struct OpRequest {
   std::string to;           // Rollback --to ID
   int slot = -1;            // Replace (max_memory)
   long uid = -1;
+  bool no_fleet = false;      // Deploy: past the fleet's gate (agent deploy --no-fleet), journaled
+  bool resumed = false;       // Deploy: again after `agent fleet resume` (even what failed its bake)
+  bool fleet_passed = false;  // Deploy: its turn in the fleet came (set by the machine)
   std::function<void(const std::string&)> progress;             // optional
   std::function<void(bool ok, const std::string& message)> done;  // optional
 };
@@ -85,7 +88,9 @@ const char* health_name(Health h);
 
 /// A journal write the machine asks for; the shell runs it on the store thread.
 struct JournalWrite {
-  enum class Kind { Refused, Failed, Activate, RollbackTo, Baked, BakeFailed };
+  // Halted: the fleet halted the release's version before it rolled here. Note: a line in the
+  // journal that changes no state (a deploy past the fleet's gate, a wait for it).
+  enum class Kind { Refused, Failed, Activate, RollbackTo, Baked, BakeFailed, Halted, Note };
   Kind kind = Kind::Failed;
   std::string release, reason;
   std::string to;     // BakeFailed: the release made current again ("" when there was none)
@@ -102,6 +107,14 @@ struct BuildOutcome {
   bool ok = false;
   std::string message;
   std::vector<std::string> tail;  // its last lines of output
+};
+
+/// A deploy's turn in the fleet (agent/fleet): go (a slot is held), go because this host is
+/// done with the version already, or give up because a host halted it.
+struct FleetTurn {
+  enum class Kind { Go, AlreadyDone, Halted };
+  Kind kind = Kind::Go;
+  std::string reason;
 };
 
 /// Everything the machine does to the world. Continuations (`then`) are called later, on the
@@ -140,6 +153,19 @@ class Effects {
   /// A reloaded config now applies (at once, or when the operation it waited for ended):
   /// workers start with it from now on.
   virtual void config_applied(const AppConfig& app) = 0;
+  // The fleet (README "Fleets"): the deploy of an app with fleet_waves waits for a slot between
+  // preflight and its rollout, holds it through rollout and bake, then says how it went.
+  virtual bool in_fleet() = 0;
+  /// Asks for a slot for `version`; `progress` hears what it waits for, `then` the turn (once,
+  /// unless fleet_abandon came first).
+  virtual void fleet_acquire(const OpRequest& op, const std::string& version, std::function<void(const std::string&)> progress,
+                             std::function<void(const FleetTurn&)> then) = 0;
+  virtual void fleet_baking(const std::string& version) = 0;
+  /// The turn's end: done, or failed, which halts the version fleet-wide; `failure` is the
+  /// alert the failure raises (the shell makes it fleet_halted when this host halted it).
+  virtual void fleet_finish(const std::string& version, bool ok, const std::string& reason, std::optional<Alert> failure) = 0;
+  /// Stops waiting, or frees the slot, with no verdict (superseded, shutting down).
+  virtual void fleet_abandon(const std::string& version) = 0;
   // The operator.
   virtual void alert(Alert alert) = 0;
 };
@@ -199,6 +225,8 @@ class AppMachine {
   bool reverting() const { return rollout_.reverting; }
   bool stopped() const { return stopped_; }
   bool shutting_down() const { return shutting_down_; }
+  /// A deploy waiting for its fleet slot (not an operation meanwhile: others run): its release.
+  const std::string* fleet_waiting() const { return waiting_ ? &waiting_->release : nullptr; }
   /// The running and the waiting operation, if any.
   const OpRequest* running() const { return running_ ? &*running_ : nullptr; }
   const OpRequest* pending() const { return pending_ ? &*pending_ : nullptr; }
@@ -224,6 +252,11 @@ class AppMachine {
     std::string failure;
     std::string was_current;  // `current` when it began: what a failed bake goes back to
     std::string bad_release, bake_failure;  // set: this rollout takes a release that failed its bake out
+  };
+  struct FleetWait {
+    OpRequest op;
+    std::string release, version;
+    std::optional<FleetTurn> turn;  // it came while another operation ran
   };
   struct Bake {
     std::string release, previous, live_message;
@@ -253,6 +286,16 @@ class AppMachine {
   void record_failed(const std::string& release, const std::string& reason, std::function<void()> then);
   void apply_instances();
   std::vector<int> all_slots() const;
+  void start_pending();
+
+  // The fleet's gate (operations.cc).
+  bool gated(OpRequest::Kind kind) const;
+  void wait_for_fleet(const std::string& release);
+  void on_fleet_turn(const std::string& version, const FleetTurn& turn);
+  void resume_waiting();
+  void abandon_waiting(const std::string& why);
+  /// A failed rollout's or bake's alert: through the fleet's verdict when a slot is held.
+  void failure_alert(Alert alert, const std::string& reason);
 
   // Bake (bake.cc).
   void start_bake(const std::string& release, const std::string& previous, const std::string& live_message);
@@ -291,6 +334,8 @@ class AppMachine {
   base::Clock::time_point op_started_;
   Rollout rollout_;
   Bake bake_;
+  std::optional<FleetWait> waiting_;
+  std::string fleet_version_;  // the version whose fleet slot the running deploy holds
   Health health_ = Health::Unknown;
   int probe_fails_ = 0;  // in a row
   bool unhealthy_alerted_ = false;  // an `unhealthy` alert went out; the next passing probe says `healthy`

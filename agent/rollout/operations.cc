@@ -44,6 +44,10 @@ void AppMachine::submit(OpRequest op) {
     return;
   }
   if (op.kind == OpRequest::Kind::Replace && (running_ || pending_)) return;  // that work replaces it anyway
+  // A newer deploy or a rollback replaces a deploy waiting for its fleet slot; the other
+  // operations run beside it (they never wait on etcd).
+  if (waiting_ && (op.kind == OpRequest::Kind::Deploy || op.kind == OpRequest::Kind::Rollback))
+    abandon_waiting(std::string("superseded by a newer request (") + op_name(op.kind) + ")");
   if (!running_) return start_op(std::move(op));
   if (pending_ && pending_->done) pending_->done(false, std::string("superseded by a newer request (") + op_name(op.kind) + ")");
   if (op.progress) op.progress(std::string("queued: waiting for the running ") + op_name(running_->kind) + " of " + app_.name);
@@ -122,6 +126,7 @@ void AppMachine::start_op(OpRequest op) {
 void AppMachine::finish_op(bool ok, const std::string& message) {
   phase_ = Phase::Idle;
   if (!running_) return;
+  if (!fleet_version_.empty()) fx_.fleet_finish(std::exchange(fleet_version_, ""), ok, message, std::nullopt);
   OpRequest op = std::move(*running_);
   running_.reset();
   if (ok) spdlog::info("{}: {} done: {}", app_.name, op_name(op.kind), message);
@@ -137,15 +142,97 @@ void AppMachine::finish_op(bool ok, const std::string& message) {
     apply_instances();
   }
   if (pending_) {
-    OpRequest next = std::move(*pending_);
-    pending_.reset();
-    loop_.post([this, alive = std::weak_ptr<bool>(alive_), next = std::move(next)]() mutable {
-      if (alive.expired()) return;
-      if (!running_) start_op(std::move(next));
-      else submit(std::move(next));
+    start_pending();
+  } else if (waiting_ && waiting_->turn) {
+    loop_.post([this, alive = std::weak_ptr<bool>(alive_)] {
+      if (!alive.expired() && !running_ && waiting_ && waiting_->turn) resume_waiting();
     });
   }
   reconcile();
+}
+
+void AppMachine::start_pending() {
+  OpRequest next = std::move(*pending_);
+  pending_.reset();
+  loop_.post([this, alive = std::weak_ptr<bool>(alive_), next = std::move(next)]() mutable {
+    if (alive.expired()) return;
+    if (!running_) start_op(std::move(next));
+    else submit(std::move(next));
+  });
+}
+
+// --- The fleet's gate ---------------------------------------------------------------------
+// A deploy of an app with fleet_waves, staged, built and preflighted, waits here for a slot.
+// While it waits it is not the running operation: reload, restart, stop, start and crash
+// restarts go on beside it. Its turn comes back through on_fleet_turn.
+
+bool AppMachine::gated(OpRequest::Kind kind) const {
+  return kind == OpRequest::Kind::Deploy && running_ && running_->kind == OpRequest::Kind::Deploy && !running_->no_fleet &&
+         !running_->fleet_passed && fx_.in_fleet();
+}
+
+void AppMachine::wait_for_fleet(const std::string& release) {
+  std::string version = fx_.version_of(release);
+  say("waiting for a fleet slot for version " + version + " (" + release + ")");
+  fx_.journal(journal_write(JournalWrite::Kind::Note, release, "waiting for a fleet slot for version " + version),
+              [](bool, const std::string&) {});
+  waiting_ = FleetWait{std::move(*running_), release, version, std::nullopt};
+  running_.reset();
+  phase_ = Phase::Idle;
+  auto alive = std::weak_ptr<bool>(alive_);
+  fx_.fleet_acquire(
+      waiting_->op, version,
+      [this, alive, version](const std::string& line) {
+        if (alive.expired() || !waiting_ || waiting_->version != version) return;
+        spdlog::info("{}: {}", app_.name, line);
+        if (waiting_->op.progress) waiting_->op.progress(line);
+      },
+      [this, alive, version](const FleetTurn& turn) {
+        if (!alive.expired()) on_fleet_turn(version, turn);
+      });
+  if (pending_) start_pending();
+  reconcile();
+}
+
+void AppMachine::on_fleet_turn(const std::string& version, const FleetTurn& turn) {
+  if (!waiting_ || waiting_->version != version || waiting_->turn) return;  // abandoned meanwhile
+  waiting_->turn = turn;
+  if (!running_) resume_waiting();  // else when the running operation ends (finish_op)
+}
+
+void AppMachine::resume_waiting() {
+  FleetWait w = std::move(*waiting_);
+  waiting_.reset();
+  running_ = std::move(w.op);
+  running_->fleet_passed = true;
+  op_started_ = loop_.now();
+  if (w.turn->kind == FleetTurn::Kind::Halted) {
+    std::string why = "version " + w.version + " is " + w.turn->reason;
+    say("not rolling " + w.release + ": " + why);
+    return record(journal_write(JournalWrite::Kind::Halted, w.release, w.turn->reason), [this, why] { finish_op(false, "halted: " + why); });
+  }
+  if (w.turn->kind == FleetTurn::Kind::Go) {
+    fleet_version_ = w.version;
+    say("fleet slot for " + w.version + " taken (" + w.turn->reason + ")");
+  } else {
+    say(w.turn->reason + ": rolling it without a slot");
+  }
+  stopped_ = false;
+  begin_rollout(OpRequest::Kind::Deploy, w.release, all_slots());
+}
+
+void AppMachine::abandon_waiting(const std::string& why) {
+  if (!waiting_) return;
+  FleetWait w = std::move(*waiting_);
+  waiting_.reset();
+  fx_.fleet_abandon(w.version);
+  spdlog::info("{}: the deploy of {} waiting for a fleet slot ends: {}", app_.name, w.release, why);
+  if (w.op.done) w.op.done(false, why);
+}
+
+void AppMachine::failure_alert(Alert alert, const std::string& reason) {
+  if (fleet_version_.empty()) return fx_.alert(std::move(alert));
+  fx_.fleet_finish(std::exchange(fleet_version_, ""), false, reason, std::move(alert));
 }
 
 void AppMachine::record(JournalWrite write, std::function<void()> then) {
@@ -248,6 +335,11 @@ std::vector<int> AppMachine::all_slots() const {
 
 void AppMachine::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots, bool journal_refusal) {
   if (!reopen_sockets() || !preflight(target, journal_refusal)) return;
+  if (gated(kind)) return wait_for_fleet(target);
+  if (kind == OpRequest::Kind::Deploy && running_ && running_->no_fleet && fx_.in_fleet()) {
+    say("deploying past the fleet's gate (--no-fleet): the other hosts are not asked");
+    fx_.journal(journal_write(JournalWrite::Kind::Note, target, "deployed past the fleet's gate (--no-fleet)"), [](bool, const std::string&) {});
+  }
   rollout_ = Rollout{};
   rollout_.kind = kind;
   rollout_.target = target;
@@ -396,11 +488,12 @@ void AppMachine::complete_rollout() {
   if (!ro.failure.empty()) {
     auto reverted = [this, ro] {
       auto cur = fx_.current();
-      fx_.alert({app_.name, "rollout_failed",
-                 std::string(op_name(ro.kind)) + " of " + ro.target + " failed and was reverted: " + ro.failure,
-                 "the previous workers kept serving; current is still " + (cur ? *cur : std::string("unset")) +
-                     "; see agent releases " + app_.name,
-                 0, ro.target});
+      failure_alert({app_.name, "rollout_failed",
+                     std::string(op_name(ro.kind)) + " of " + ro.target + " failed and was reverted: " + ro.failure,
+                     "the previous workers kept serving; current is still " + (cur ? *cur : std::string("unset")) +
+                         "; see agent releases " + app_.name,
+                     0, ro.target},
+                    "rollout failed: " + ro.failure);
       finish_op(false, "reverted: " + ro.failure);
     };
     if (!marks_release(ro.kind)) return reverted();

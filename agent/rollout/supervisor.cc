@@ -203,14 +203,15 @@ void AppSupervisor::stage(const OpRequest& r, std::function<void(const StageOutc
   };
   auto result = std::make_shared<StageOutcome>();
   result->error = "staging stopped unexpectedly (see the agent's log)";
-  store_job([req, result](releases::ReleaseStore& store) {
+  store_job([req, result, resumed = r.resumed](releases::ReleaseStore& store) {
     releases::Release rel;
     result->ok = store.stage(req, &rel, &result->error);
     result->release = rel.id;
     result->version = rel.version;
     result->revision = rel.revision;
-    // A trigger does not bring back what failed its bake; `agent deploy` by hand does.
-    if (result->ok && req.source != "cli") {
+    // A trigger does not bring back what failed its bake; `agent deploy` by hand does, and so
+    // does `agent fleet resume`.
+    if (result->ok && req.source != "cli" && !resumed) {
       if (auto bad = store.same_as_bad(rel, req.watch)) {
         std::string err;
         if (!store.discard(rel.id, &err)) spdlog::warn("removing the unused release {}: {}", rel.id, err);
@@ -315,11 +316,17 @@ void AppSupervisor::journal(const JournalWrite& w, std::function<void(bool, cons
       case JournalWrite::Kind::RollbackTo: ok = store.rollback_to(w.release, w.uid, &err); break;
       case JournalWrite::Kind::Baked: ok = store.record_baked(w.release, w.reason, w.uid, &err); break;
       case JournalWrite::Kind::BakeFailed: ok = store.record_bake_failed(w.release, w.to, w.reason, w.uid, &err); break;
+      case JournalWrite::Kind::Halted: ok = store.record(releases::Event::Halted, w.release, w.reason, w.uid, &err); break;
+      case JournalWrite::Kind::Note: ok = store.record(releases::Event::Note, w.release, w.reason, w.uid, &err); break;
     }
     // Activate and RollbackTo failures are the machine's to report (the operation fails).
     if (!ok && w.kind != JournalWrite::Kind::Activate && w.kind != JournalWrite::Kind::RollbackTo)
       spdlog::error("{}: journal: {}", name, err);
-  }, [result, then = std::move(then)] { then(result->first, result->second); });
+  }, [this, kind = w.kind, result, then = std::move(then)] {
+    if (kind == JournalWrite::Kind::Activate || kind == JournalWrite::Kind::RollbackTo || kind == JournalWrite::Kind::BakeFailed)
+      publish_version();
+    then(result->first, result->second);
+  });
 }
 
 void AppSupervisor::prune(const std::set<std::string>& in_use) {

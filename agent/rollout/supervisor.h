@@ -26,6 +26,7 @@
 
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
+#include "agent/fleet/fleet.h"
 #include "agent/health/probe.h"
 #include "agent/process/launch_env.h"
 #include "agent/process/notify_socket.h"
@@ -71,6 +72,11 @@ class AppSupervisor : private Effects {
     std::function<void()> close;
   };
   void set_listen_sockets(ListenSockets sockets) { listen_sockets_ = std::move(sockets); }
+  /// The fleet this host is in ([fleet]; null: none). The daemon owns it and outlives this.
+  void set_fleet(fleet::Coordinator* fleet);
+  /// `agent fleet resume` lifted the halt of `version`: a deploy of it that gave up (or failed
+  /// here) runs again.
+  void fleet_resumed(const std::string& version);
 
   const std::string& name() const { return app_.name; }
   const AppConfig& config() const { return app_; }
@@ -100,6 +106,14 @@ class AppSupervisor : private Effects {
   bool open_sockets(std::string* err) override;
   void config_applied(const AppConfig& app) override;
   void alert(Alert a) override { alerts_.raise(std::move(a)); }
+  bool in_fleet() override { return fleet_ && !app_.fleet_waves.empty(); }
+  void fleet_acquire(const OpRequest& op, const std::string& version, std::function<void(const std::string&)> progress,
+                     std::function<void(const FleetTurn&)> then) override;
+  void fleet_baking(const std::string& version) override;
+  void fleet_finish(const std::string& version, bool ok, const std::string& reason, std::optional<Alert> failure) override;
+  void fleet_abandon(const std::string& version) override;
+  /// Tells the fleet which version runs here (fleet status), after `current` moved.
+  void publish_version();
 
   // A worker's process: what the shell holds for it while it lives (processes.cc).
   struct Process {
@@ -186,6 +200,8 @@ class AppSupervisor : private Effects {
   /// is tried again at the next preflight.
   std::optional<Account> account_;
   std::string account_err_;
+  fleet::Coordinator* fleet_ = nullptr;
+  std::map<std::string, OpRequest> fleet_ops_;  // version -> the deploy that asked, to run again on resume
 
   std::map<pid_t, Process> procs_;
   std::string record_error_;  // the last failure to write <app_dir>/workers, logged once

@@ -299,6 +299,8 @@ void AppMachine::shutdown(std::function<void()> when_empty) {
   when_empty_ = std::move(when_empty);
   if (pending_ && pending_->done) pending_->done(false, "the agent is shutting down");
   pending_.reset();
+  abandon_waiting("the agent is shutting down");
+  if (!fleet_version_.empty()) fx_.fleet_abandon(std::exchange(fleet_version_, ""));
   if (running_) {
     if (running_->done) running_->done(false, "the agent is shutting down");
     running_.reset();

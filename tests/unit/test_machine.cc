@@ -89,6 +89,23 @@ struct FakeWorld : Effects {
   }
   void config_applied(const AppConfig&) override { applied_configs++; }
   void alert(Alert a) override { alerts.push_back(std::move(a)); }
+  // The fleet: a turn comes when the test gives it.
+  bool fleet = false;
+  std::function<void(const FleetTurn&)> turn_then;
+  std::function<void(const std::string&)> turn_progress;
+  std::vector<std::string> fleet_calls;  // "acquire v", "baking v", "done v", "failed v: reason [alert kind]", "abandon v"
+  bool in_fleet() override { return fleet; }
+  void fleet_acquire(const OpRequest&, const std::string& version, std::function<void(const std::string&)> progress,
+                     std::function<void(const FleetTurn&)> then) override {
+    fleet_calls.push_back("acquire " + version);
+    turn_then = std::move(then);
+    turn_progress = std::move(progress);
+  }
+  void fleet_baking(const std::string& version) override { fleet_calls.push_back("baking " + version); }
+  void fleet_finish(const std::string& version, bool ok, const std::string& reason, std::optional<Alert> failure) override {
+    fleet_calls.push_back((ok ? "done " : "failed ") + version + (ok ? "" : ": " + reason) + (failure ? " [" + failure->kind + "]" : ""));
+  }
+  void fleet_abandon(const std::string& version) override { fleet_calls.push_back("abandon " + version); }
 
   std::vector<pid_t> pids_of(const std::string& release) const {
     std::vector<pid_t> out;
@@ -691,4 +708,130 @@ TEST_CASE("health: no unhealthy alert while an operation brings workers up, nor 
   CHECK(r.world.alerts_of("healthy") == 1);  // the bake_failed alert was the one message
   CHECK(r.world.alerts_of("unhealthy") == 1);
   CHECK(r.world.alerts_of("bake_failed") == 1);
+}
+
+// --- The fleet's gate ----------------------------------------------------------------------
+
+TEST_CASE("fleet: a deploy waits for its slot after preflight; a reload runs meanwhile; done after the commit") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.world.fleet = true;
+  r.deploy("R2");
+  CHECK(r.world.fleet_calls == std::vector<std::string>{"acquire v-R2"});
+  CHECK(r.world.pids_of("R2").empty());  // nothing starts before the turn
+  REQUIRE(r.m->fleet_waiting());
+  CHECK(*r.m->fleet_waiting() == "R2");
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Note);
+  // A reload does not wait on the fleet.
+  size_t before = r.outcomes.size();
+  r.submit(OpRequest::Kind::Reload);
+  r.ready_all("R1");
+  r.ready_all("R1");
+  REQUIRE(r.outcomes.size() == before + 1);
+  CHECK(r.outcomes.back().first);
+  // The turn comes: the release rolls, and the slot is given back done once it is live.
+  r.world.turn_progress("waiting for a fleet slot: web-02 rolling 1.0");
+  r.world.turn_then({FleetTurn::Kind::Go, "wave 2 of 3"});
+  r.settle();
+  CHECK(r.m->phase() == Phase::Rolling);
+  r.ready_all("R2");
+  r.ready_all("R2");
+  REQUIRE(r.outcomes.back().first);
+  CHECK(r.outcomes.back().second.find("live: R2") == 0);
+  CHECK(r.world.fleet_calls.back() == "done v-R2");
+}
+
+TEST_CASE("fleet: a turn that comes while another operation runs waits for its end") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  r.world.fleet = true;
+  r.deploy("R2");
+  r.submit(OpRequest::Kind::Restart);  // stop, then start: it runs while the deploy waits
+  CHECK(r.m->phase() == Phase::Stopping);
+  r.world.turn_then({FleetTurn::Kind::Go, "wave 1 of 2"});
+  r.settle();
+  CHECK(r.world.pids_of("R2").empty());
+  for (pid_t p : r.world.pids_of("R1")) r.exit(p, "exited with status 0");
+  r.ready_all("R1");  // the restart ends
+  r.settle();
+  CHECK(r.m->phase() == Phase::Rolling);
+  CHECK(r.world.pids_of("R2").size() == 1);
+}
+
+TEST_CASE("fleet: a halted version gives up, journaled halted, nothing started; a newer deploy replaces a waiting one") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.world.fleet = true;
+  r.deploy("R2");
+  r.world.turn_then({FleetTurn::Kind::Halted, "halted by web-01: bake failed: GET /health: HTTP 500"});
+  r.settle();
+  REQUIRE_FALSE(r.outcomes.back().first);
+  CHECK(r.outcomes.back().second == "halted: version v-R2 is halted by web-01: bake failed: GET /health: HTTP 500");
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Halted);
+  CHECK(r.world.pids_of("R2").empty());
+  CHECK(r.world.alerts.empty());  // the host that halted it alerts; the others do not
+  r.deploy("R3");
+  size_t before = r.outcomes.size();
+  r.deploy("R4");
+  REQUIRE(r.outcomes.size() == before + 1);
+  CHECK(r.outcomes.back().second == "superseded by a newer request (deploy)");
+  CHECK(r.world.fleet_calls[r.world.fleet_calls.size() - 2] == "abandon v-R3");
+  CHECK(r.world.fleet_calls.back() == "acquire v-R4");
+}
+
+TEST_CASE("fleet: a failed bake halts the version through the fleet's verdict, with the bake_failed alert") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.m->set_config(baking_config(2));
+  r.world.fleet = true;
+  r.deploy("R2");
+  r.world.turn_then({FleetTurn::Kind::Go, "wave 1 of 3"});
+  r.settle();
+  r.ready_all("R2");
+  r.ready_all("R2");
+  REQUIRE(r.m->phase() == Phase::Baking);
+  CHECK(r.world.fleet_calls.back() == "baking v-R2");
+  for (int i = 0; i < 3; ++i) r.m->on_probe(false, "GET /healthz: HTTP 500: broken");
+  r.settle();
+  CHECK(r.world.alerts_of("bake_failed") == 0);  // raised by the verdict (as fleet_halted when it halts)
+  CHECK(r.world.fleet_calls.back() == "failed v-R2: bake failed: health probe failed 3 times in a row: GET /healthz: HTTP 500: broken [bake_failed]");
+  r.ready_all("R1");
+  r.ready_all("R1");
+  REQUIRE_FALSE(r.outcomes.back().first);
+  CHECK(r.world.fleet_calls.size() == 3);  // no second verdict at the end of the way back
+  CHECK(r.world.current_release == "R1");
+}
+
+TEST_CASE("fleet: a failed rollout halts too; --no-fleet passes the gate, journaled; a shutdown abandons the wait") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  r.world.fleet = true;
+  r.deploy("R2");
+  r.world.turn_then({FleetTurn::Kind::Go, "wave 1 of 1"});
+  r.settle();
+  r.exit(r.world.pids_of("R2")[0], "exited with status 1");
+  REQUIRE_FALSE(r.outcomes.back().first);
+  CHECK(r.world.fleet_calls.back().find("failed v-R2: rollout failed: ") == 0);
+  CHECK(r.world.fleet_calls.back().find("[rollout_failed]") != std::string::npos);
+
+  OpRequest op = r.op(OpRequest::Kind::Deploy);
+  op.no_fleet = true;
+  r.m->submit(std::move(op));
+  r.settle();
+  std::exchange(r.world.stage_then, nullptr)({true, "R3", "1.0", "", ""});
+  r.settle();
+  CHECK(r.m->phase() == Phase::Rolling);
+  CHECK(r.world.journal_writes.back().kind == JournalWrite::Kind::Note);
+  CHECK(r.world.journal_writes.back().reason.find("--no-fleet") != std::string::npos);
+  r.ready_all("R3");
+  REQUIRE(r.outcomes.back().first);
+
+  r.deploy("R4");
+  REQUIRE(r.m->fleet_waiting());
+  bool empty = false;
+  r.m->shutdown([&] { empty = true; });
+  r.settle();
+  CHECK(r.outcomes.back().second == "the agent is shutting down");
+  CHECK(r.world.fleet_calls.back() == "abandon v-R4");
+  CHECK_FALSE(r.m->fleet_waiting());
 }
