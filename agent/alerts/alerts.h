@@ -17,6 +17,7 @@ class Delivery;
 struct Alert {
   std::string app;
   std::string kind;     // drain_stalled | worker_killed | rollout_failed | crash_loop | deploy_refused | memory_replaced
+                        // | bake_failed | unhealthy | healthy | fleet_halted | fleet_unreachable
   std::string summary;  // one line: what happened
   std::string detail;   // what the agent does next, what to run to look
   int pid = 0;

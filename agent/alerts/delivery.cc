@@ -95,7 +95,7 @@ std::string redacted_url(const std::string& url) {
 
 std::string email_subject(const Outgoing& o, const std::string& host) {
   const Alert& a = o.alert;
-  std::string s = "[agent] " + host + " " + a.app + ": " + a.summary;
+  std::string s = "[agent] " + host + " " + (a.app.empty() ? "" : a.app + ": ") + a.summary;
   if (!a.release.empty() && a.summary.find(a.release) == std::string::npos) s += " (release " + a.release + ")";
   if (o.folded > 0) s += " [+" + std::to_string(o.folded) + " more]";
   s = one_line(s);
@@ -123,12 +123,13 @@ std::string format_email(const Outgoing& o, const AlertSettings& s, const std::s
   body += "What happened: " + one_line(a.summary) + "\n";
   body += "When:          " + iso(o.when) + "\n";
   body += "Host:          " + host + "\n";
-  body += "App:           " + a.app + "\n";
+  if (!a.app.empty()) body += "App:           " + a.app + "\n";
   body += "Event:         " + a.kind + "\n";
   if (a.pid > 0) body += "Worker pid:    " + std::to_string(a.pid) + "\n";
   if (!a.release.empty()) body += "Release:       " + a.release + "\n";
   if (!a.detail.empty()) body += "\nWhat next: " + a.detail + "\n";
-  body += "\nTo look: agent status " + a.app + "; agent logs " + a.app + "\n";
+  if (a.kind.starts_with("fleet_")) body += "\nTo look: agent fleet status" + (a.app.empty() ? "" : " " + a.app) + "\n";
+  else body += "\nTo look: agent status " + a.app + "; agent logs " + a.app + "\n";
   if (o.folded > 0)
     body += "\n" + std::to_string(o.folded) + " more " + a.kind + " alert" + (o.folded == 1 ? "" : "s") + " for " + a.app +
             " since " + iso(o.first_folded) + " were folded into this message (min_interval); this one is the latest.\n";

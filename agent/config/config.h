@@ -56,6 +56,7 @@ struct FleetSettings {
   base::Millis lease_ttl{10'000};  // a dead agent's slot frees itself this long after it stopped renewing
   base::Millis unreachable_alert{60'000};  // etcd out of reach this long raises fleet_unreachable
   std::string etcd_user, etcd_password_file, etcd_ca_file, etcd_cert_file, etcd_key_file;
+  bool operator==(const FleetSettings&) const = default;
 };
 
 /// One entry of fleet_waves: a number of hosts, or a percentage of the registered ones.

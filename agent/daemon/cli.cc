@@ -42,10 +42,11 @@ Commands:
   run      [-c FILE]                 the daemon, in the foreground
   status   [APP] [--json]            apps, current release, workers (pid, release, state,
                                      uptime, rss, restarts)
-  deploy   APP [--from DIR | --rev REV]
+  deploy   APP [--from DIR | --rev REV] [--no-fleet]
                                      stage DIR (default: the app's source), or export commit
                                      REV from the app's git repository, and roll it out;
-                                     streams progress; exit 1 if it was refused or rolled back
+                                     streams progress; exit 1 if it was refused or rolled back;
+                                     --no-fleet: past the fleet's gate (an emergency)
   reload   APP                       rolling swap onto the current release, environment rebuilt
   start|stop|restart APP             restart = stop then start (has downtime; reload has none)
   rollback [N] [APP] | --to ID [APP] back N activated releases (default 1), skipping failed
@@ -56,6 +57,8 @@ Commands:
                                      variable comes from, and where command[0] resolves
   logs     APP [-f] [-n N]           the workers' output (last N lines, default 50; -f follows)
   check    [-c FILE]                 validate the config; errors as file:line:col: message
+  fleet    status [APP] [--json] | resume APP VERSION
+                                     the hosts of [fleet] and their turns at a version
   post-receive [--socket PATH] [--branch B] APP
                                      what an app's git hook runs: deploys the pushed branch
 
@@ -68,6 +71,7 @@ APP may be left out when the config has one app.
 )";
 
 const std::map<std::string, std::string> kVerbHelp = {
+    {"fleet", kFleetHelp},
     {"check", "Usage: agent check [-c FILE]\n\nReads the config and reports every problem as file:line:col: message.\n"
               "Exit 0 when the file is valid, 1 when it is not.\n"},
     {"env", "Usage: agent env APP [--release ID] [--json] [-c FILE]\n\n"
@@ -82,7 +86,9 @@ const std::map<std::string, std::string> kVerbHelp = {
                "of DIR (default: the app's source directory), or with --rev the commit REV (a sha, a branch, a\n"
                "tag, HEAD~1) exported from the app's git repository; its version is then the package.json version\n"
                "plus the short commit id. A request made while another operation runs waits; a newer one\n"
-               "replaces a waiting one. Exit 0 when the release is live, 1 when it was refused or reverted.\n"},
+               "replaces a waiting one. Exit 0 when the release is live, 1 when it was refused or reverted.\n"
+               "An app with fleet_waves in a [fleet] waits for its slot before it rolls (\"waiting for a fleet slot:\n"
+               "web-02 rolling 1.4.0\"); --no-fleet goes past that gate, for an emergency, and is journaled so.\n"},
     {"post-receive", "Usage: agent post-receive [--socket PATH] [--branch BRANCH] APP\n\n"
                      "Run by the post-receive hook the agent installs in an app's bare repository, with git's\n"
                      "\"<old> <new> <ref>\" lines on stdin. Each pushed ref goes to the daemon: a push to the app's\n"
@@ -390,6 +396,9 @@ int cmd_status(const Args& a) {
     std::printf("%s: %s, current %s", app["app"].get<std::string>().c_str(), app["state"].get<std::string>().c_str(), cur.c_str());
     if (!app["version"].get<std::string>().empty()) std::printf(" (version %s)", app["version"].get<std::string>().c_str());
     if (!app["operation"].get<std::string>().empty()) std::printf(", %s in progress", app["operation"].get<std::string>().c_str());
+    if (app.contains("fleet_waiting"))
+      std::printf(", %s (version %s) waiting for a fleet slot", app["fleet_waiting"].get<std::string>().c_str(),
+                  app["fleet_waiting_version"].get<std::string>().c_str());
     if (app.contains("health")) std::printf(", %s", app["health"].get<std::string>().c_str());
     if (app.contains("bake_left_s")) std::printf(", baking %s: %llds left", app["baking"].get<std::string>().c_str(), app["bake_left_s"].get<long long>());
     std::printf("\n");
@@ -425,6 +434,10 @@ int cmd_op(const Args& a) {
     char real[PATH_MAX];
     if (!::realpath(it->second.c_str(), real)) return std::fprintf(stderr, "agent: --from %s: %s\n", it->second.c_str(), std::strerror(errno)), 1;
     req["from"] = real;
+  }
+  if (a.options.count("no-fleet")) {
+    if (a.verb != "deploy") return usage_error("--no-fleet is for deploy");
+    req["no_fleet"] = true;
   }
   if (auto it = a.options.find("to"); it != a.options.end()) req["to"] = it->second;
   if (auto it = a.options.find("rev"); it != a.options.end()) {
@@ -561,7 +574,8 @@ int run_cli(int argc, char** argv) {
       const char* v = value(s.c_str());
       if (!v) return usage_error(s + " needs a value");
       a.options[s == "-n" ? "n" : s.substr(2)] = v;
-    } else if (s == "-f" || s == "--follow") a.follow = true;
+    } else if (s == "--no-fleet") a.options["no-fleet"] = "1";
+    else if (s == "-f" || s == "--follow") a.follow = true;
     else if (s.starts_with("-") && s != "-") return usage_error("unknown option " + s);
     else if (a.verb.empty()) a.verb = s;
     else a.positional.push_back(s);
@@ -582,6 +596,11 @@ int run_cli(int argc, char** argv) {
   if (a.verb == "status") return a.positional.size() <= 1 ? cmd_status(a) : usage_error("status takes one APP");
   if (a.verb == "post-receive") return cmd_post_receive(a);
   if (a.verb == "logs") return a.positional.size() <= 1 ? cmd_logs(a) : usage_error("logs takes one APP");
+  if (a.verb == "fleet") {
+    Config cfg;
+    if (!load_for_client(a, &cfg)) return 1;
+    return run_fleet_cli(cfg.agent.control_socket, a.positional, a.json);
+  }
   for (const char* op : {"deploy", "reload", "start", "stop", "restart", "rollback"})
     if (a.verb == op) return cmd_op(a);
   return usage_error("unknown command '" + a.verb + "'");

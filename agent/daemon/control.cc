@@ -226,14 +226,14 @@ void ControlServer::read_request(Session* s) {
 }
 
 bool parse_control_request(std::string_view line, ControlRequest* out, std::string* err) {
-  static const char* const kVerbs[] = {"status", "deploy", "reload", "rollback", "start", "stop", "restart"};
+  static const char* const kVerbs[] = {"status", "deploy", "reload", "rollback", "start", "stop", "restart", "fleet-status", "fleet-resume"};
   constexpr size_t kMaxString = 4096;
   nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("verb") || !j["verb"].is_string())
     return *err = "bad request: expected one JSON object with a \"verb\" on one line", false;
   *out = ControlRequest{};
   for (auto [key, field] : {std::pair{"verb", &out->verb}, {"app", &out->app}, {"from", &out->from}, {"to", &out->to},
-                            {"rev", &out->rev}, {"ref", &out->ref}}) {
+                            {"rev", &out->rev}, {"ref", &out->ref}, {"version", &out->version}}) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) continue;
     if (!it->is_string()) return *err = std::string("bad request: \"") + key + "\" must be a string", false;
@@ -244,6 +244,10 @@ bool parse_control_request(std::string_view line, ControlRequest* out, std::stri
   }
   if (std::find(std::begin(kVerbs), std::end(kVerbs), out->verb) == std::end(kVerbs))
     return *err = "unknown verb \"" + out->verb.substr(0, 64) + "\"", false;
+  if (auto it = j.find("no_fleet"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean()) return *err = "bad request: \"no_fleet\" must be true or false", false;
+    out->no_fleet = it->get<bool>();
+  }
   if (auto it = j.find("steps"); it != j.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<long long>() < 1 || it->get<long long>() > 1000 ||
         (it->is_number_unsigned() && it->get<unsigned long long>() > 1000))

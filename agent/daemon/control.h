@@ -23,9 +23,11 @@ namespace agent {
 /// One request, checked: what any client may ask, whatever bytes it sent. Fields it did not
 /// send are empty (steps: 1).
 struct ControlRequest {
-  std::string verb;  // status, deploy, reload, rollback, start, stop, restart
+  std::string verb;  // status, deploy, reload, rollback, start, stop, restart, fleet-status, fleet-resume
   std::string app, from, to, rev, ref;
-  int steps = 1;     // rollback N: 1..1000
+  std::string version;    // fleet-resume
+  int steps = 1;          // rollback N: 1..1000
+  bool no_fleet = false;  // deploy --no-fleet
 };
 
 /// Parses one request line. False with a one-line reason ("bad request: ...") when it is not

@@ -149,6 +149,7 @@ void Daemon::add_app(std::unique_ptr<AppSupervisor> sup) {
       spdlog::info("{}: stopped: {} closed until it starts again", raw->name(), addr);
   };
   raw->set_listen_sockets(std::move(sockets));
+  raw->set_fleet(fleet_.get());
   apps_[raw->name()] = std::move(sup);
   loop_.post([raw] { raw->boot(); });
 }
@@ -185,6 +186,7 @@ bool Daemon::start(std::string* err) {
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
   alerts_ = std::make_unique<Alerts>(cfg_.agent.state_dir + "/alerts.jsonl");
   alerts_->configure(cfg_.alerts);
+  start_fleet();
   // Each worker holds a few fds in the agent (pidfd, pipes): take the hard limit, not the
   // default soft 1024, so a large `instances` does not run out.
   rlimit nofile {};
@@ -310,6 +312,10 @@ void Daemon::reload_config() {
       spdlog::error("SIGHUP: [agent] {} takes effect only at start (restart the agent to change it); keeping the running config", key);
       return;
     }
+  if (cfg_.fleet != next.fleet) {
+    spdlog::error("SIGHUP: [fleet] takes effect only at start (restart the agent to change it); keeping the running config");
+    return;
+  }
   for (const auto& app : next.apps) {
     const AppConfig* old = cfg_.find_app(app.name);
     if (!old) continue;
@@ -393,8 +399,55 @@ bool Daemon::authorized(uid_t uid) const {
   return std::find(groups.begin(), groups.end(), g->gr_gid) != groups.end();
 }
 
+void Daemon::start_fleet() {
+  if (!cfg_.fleet) return;
+  fleet::Events events;
+  base::EventLoop* loop = &loop_;
+  events.resumed = [this, loop](const std::string& app, const std::string& version) {
+    loop->post_from_thread([this, app, version] {
+      if (auto it = apps_.find(app); it != apps_.end()) it->second->fleet_resumed(version);
+    });
+  };
+  events.reachability = [this, loop, name = cfg_.fleet->name](bool unreachable, const std::string& detail) {
+    loop->post_from_thread([this, unreachable, detail, name] {
+      if (unreachable)
+        alerts_->raise({"", "fleet_unreachable", "etcd of fleet " + name + " is unreachable: " + detail,
+                        "deploys of apps with fleet_waves wait until it answers; reload, restart, stop, rollback and crash "
+                        "restarts go on; agent fleet status says when it is back", 0, ""});
+      else
+        spdlog::info("fleet {}: etcd reachable again", name);
+    });
+  };
+  fleet_ = std::make_unique<fleet::Coordinator>(*cfg_.fleet, std::move(events));
+  spdlog::info("fleet {}: this host is {}, etcd {}", cfg_.fleet->name, cfg_.fleet->host, fmt::join(cfg_.fleet->etcd, ", "));
+}
+
+void Daemon::on_fleet_request(std::shared_ptr<Session> s, const ControlRequest& req) {
+  if (!fleet_) return s->finish(false, "this agent is in no fleet (its config has no [fleet])");
+  base::EventLoop* loop = &loop_;
+  if (req.verb == "fleet-status") {
+    std::map<std::string, std::vector<FleetWave>> waves;
+    for (const auto& app : cfg_.apps) waves[app.name] = app.fleet_waves;
+    return fleet_->status(req.app, std::move(waves), [s, loop](const nlohmann::json& data, const std::string& err) {
+      loop->post_from_thread([s, data, err] {
+        if (!err.empty()) return s->finish(false, "reading the fleet from etcd: " + err);
+        s->finish(true, "", data);
+      });
+    });
+  }
+  if (!authorized(s->uid()))
+    return s->finish(false, "uid " + std::to_string(s->uid()) + " may not resume: only root, the agent's own user" +
+                                (cfg_.agent.control_group.empty() ? "" : " or members of " + cfg_.agent.control_group));
+  if (req.app.empty() || req.version.empty()) return s->finish(false, "fleet resume takes APP VERSION");
+  spdlog::info("fleet: resume of {} {} requested by uid {} (pid {})", req.app, req.version, s->uid(), s->pid());
+  fleet_->resume(req.app, req.version, [s, loop](bool ok, const std::string& message) {
+    loop->post_from_thread([s, ok, message] { s->finish(ok, message); });
+  });
+}
+
 void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
   const std::string& verb = req.verb;
+  if (verb == "fleet-status" || verb == "fleet-resume") return on_fleet_request(std::move(s), req);
   if (verb == "status") {
     nlohmann::json apps = nlohmann::json::array();
     const std::string& only = req.app;
@@ -436,6 +489,8 @@ void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
   op.from = req.from;
   op.to = req.to;
   op.steps = req.steps;
+  op.no_fleet = req.no_fleet;
+  if (op.no_fleet && op.kind != OpRequest::Kind::Deploy) return s->finish(false, "--no-fleet is for deploy");
   if (op.kind == OpRequest::Kind::Deploy && !req.rev.empty()) {
     // A push (the post-receive hook) or `deploy --rev`: export that commit from the app's repo.
     const AppConfig& cfg = app->second->config();

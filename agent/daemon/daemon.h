@@ -17,6 +17,7 @@
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
 #include "agent/daemon/control.h"
+#include "agent/fleet/fleet.h"
 #include "agent/process/orphans.h"
 #include "base/event_loop.h"
 #include "agent/rollout/supervisor.h"
@@ -59,6 +60,10 @@ class Daemon {
   void reload_config();
   void begin_shutdown();
   void on_request(std::shared_ptr<Session> s, const ControlRequest& req);
+  /// fleet-status and fleet-resume: answered from the fleet's thread, posted back here.
+  void on_fleet_request(std::shared_ptr<Session> s, const ControlRequest& req);
+  /// [fleet]: the coordinator, its events posted to the loop.
+  void start_fleet();
   bool authorized(uid_t uid) const;
   void close_unused_sockets();
 
@@ -66,6 +71,8 @@ class Daemon {
   Config cfg_;
   base::EventLoop loop_;
   std::unique_ptr<Alerts> alerts_;
+  // Before the apps: they hold a pointer to it, and go first.
+  std::unique_ptr<fleet::Coordinator> fleet_;
   std::unique_ptr<ControlServer> control_;
   std::map<std::string, int> sockets_;  // canonical address -> listening fd
   std::map<std::string, std::unique_ptr<AppSupervisor>> apps_;

@@ -403,13 +403,21 @@ void Coordinator::run() {
   while (true) {
     step();
     std::unique_lock<std::mutex> lock(mu_);
-    if (stop_) break;
+    if (stop_) {
+      lock.unlock();
+      step();
+      break;
+    }
     auto wake = next_keepalive_;
     if (unreachable_since_ != Clock::time_point{} || !commands_.empty()) wake = std::min(wake, Clock::now() + kRetry);
     if (!waits_.empty() || !halt_watches_.empty()) wake = std::min(wake, Clock::now() + kPoll);
     cv_.wait_until(lock, wake, [&] { return stop_ || woken_; });
     woken_ = false;
-    if (stop_) break;
+    if (stop_) {
+      lock.unlock();
+      step();  // what the apps asked last (abandons of their waits) still reaches etcd, within the grace
+      break;
+    }
   }
   // Going away: our slots and requests free at once rather than when the lease runs out.
   std::string err;

@@ -486,6 +486,10 @@ nlohmann::json AppSupervisor::status() const {
                       {"instances", app_.instances},
                       {"operation", running ? op_name(running->kind) : ""},
                       {"queued", pending ? op_name(pending->kind) : ""}};
+  if (const std::string* waiting = machine_.fleet_waiting()) {
+    j["fleet_waiting"] = *waiting;
+    j["fleet_waiting_version"] = release_version(*waiting);
+  }
   auto now = loop_.now();
   const auto& slots = machine_.slots();
   nlohmann::json workers = nlohmann::json::array(), orphans = nlohmann::json::array();
