@@ -19,13 +19,20 @@ void AppSupervisor::publish_version() {
   fleet_->publish(app_.name, cur ? release_version(*cur) : "");
 }
 
-void AppSupervisor::fleet_acquire(const OpRequest& op, const std::string& version, std::function<void(const std::string&)> progress,
+void AppSupervisor::fleet_acquire(const OpRequest& op, const std::string& release, const std::string& version, std::function<void(const std::string&)> progress,
                                   std::function<void(const FleetTurn&)> then) {
   OpRequest kept = op;
   kept.progress = nullptr;
   kept.done = nullptr;
   kept.fleet_passed = false;
   fleet_ops_[version] = std::move(kept);
+  // A drop the watch saw is not acted on while it waits: if this agent stops or dies before
+  // its turn, the next one must see it again, so the record says what runs until then.
+  bool watched = op.source == "rpm";
+  if (watched) {
+    auto cur = store_.current();
+    remember_seen_of(cur ? store_.release_dir(*cur) : "");
+  }
   base::EventLoop* loop = &loop_;
   std::weak_ptr<bool> alive = alive_;
   fleet_->acquire(
@@ -35,13 +42,14 @@ void AppSupervisor::fleet_acquire(const OpRequest& op, const std::string& versio
           if (!alive.expired()) progress(line);
         });
       },
-      [this, loop, alive, version, then](const fleet::Turn& t) {
+      [this, loop, alive, version, then, watched, release](const fleet::Turn& t) {
         FleetTurn turn{t.kind == fleet::Turn::Kind::Go            ? FleetTurn::Kind::Go
                        : t.kind == fleet::Turn::Kind::AlreadyDone ? FleetTurn::Kind::AlreadyDone
                                                                   : FleetTurn::Kind::Halted,
                        t.reason};
-        loop->post_from_thread([this, alive, version, then, turn] {
+        loop->post_from_thread([this, alive, version, then, turn, watched, release] {
           if (alive.expired()) return;
+          if (watched) remember_seen_of(store_.release_dir(release));  // its turn came: acted on
           if (turn.kind == FleetTurn::Kind::Halted) fleet_->watch_halt(app_.name, version);  // resume runs it again
           then(turn);
         });

@@ -158,7 +158,7 @@ class Effects {
   virtual bool in_fleet() = 0;
   /// Asks for a slot for `version`; `progress` hears what it waits for, `then` the turn (once,
   /// unless fleet_abandon came first).
-  virtual void fleet_acquire(const OpRequest& op, const std::string& version, std::function<void(const std::string&)> progress,
+  virtual void fleet_acquire(const OpRequest& op, const std::string& release, const std::string& version, std::function<void(const std::string&)> progress,
                              std::function<void(const FleetTurn&)> then) = 0;
   virtual void fleet_baking(const std::string& version) = 0;
   /// The turn's end: done, or failed, which halts the version fleet-wide; `failure` is the

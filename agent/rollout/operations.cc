@@ -181,7 +181,7 @@ void AppMachine::wait_for_fleet(const std::string& release) {
   phase_ = Phase::Idle;
   auto alive = std::weak_ptr<bool>(alive_);
   fx_.fleet_acquire(
-      waiting_->op, version,
+      waiting_->op, release, version,
       [this, alive, version](const std::string& line) {
         if (alive.expired() || !waiting_ || waiting_->version != version) return;
         spdlog::info("{}: {}", app_.name, line);

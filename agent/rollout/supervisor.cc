@@ -177,6 +177,15 @@ void AppSupervisor::remember_seen(const std::string& content) {
   }, [] {});
 }
 
+void AppSupervisor::remember_seen_of(const std::string& dir) {
+  store_job([path = seen_path(), file = dir.empty() ? "" : dir + "/" + app_.watch, name = app_.name](releases::ReleaseStore&) {
+    std::string content, err;
+    if (!file.empty() && !base::read_file(file, &content, &err)) content.clear();
+    if (!base::write_file_atomically(path, content, 0644, &err))
+      spdlog::warn("{}: cannot record what the watch acted on ({})", name, err);
+  }, [] {});
+}
+
 // ---------------------------------------------------------------------------------------------
 // The pipeline's work, for the machine
 

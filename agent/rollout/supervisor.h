@@ -107,7 +107,7 @@ class AppSupervisor : private Effects {
   void config_applied(const AppConfig& app) override;
   void alert(Alert a) override { alerts_.raise(std::move(a)); }
   bool in_fleet() override { return fleet_ && !app_.fleet_waves.empty(); }
-  void fleet_acquire(const OpRequest& op, const std::string& version, std::function<void(const std::string&)> progress,
+  void fleet_acquire(const OpRequest& op, const std::string& release, const std::string& version, std::function<void(const std::string&)> progress,
                      std::function<void(const FleetTurn&)> then) override;
   void fleet_baking(const std::string& version) override;
   void fleet_finish(const std::string& version, bool ok, const std::string& reason, std::optional<Alert> failure) override;
@@ -167,6 +167,9 @@ class AppSupervisor : private Effects {
   /// <app_dir>/source-seen: the content of source/watch last acted on, kept across restarts.
   std::string seen_path() const;
   void remember_seen(const std::string& content);
+  /// The same, with the watched file's content in release directory `dir` ("" for none), read
+  /// on the store thread.
+  void remember_seen_of(const std::string& dir);
   void log_nothing_deployed();
   /// Makes or checks the bare repository's post-receive hook (apps with `git`), off the loop.
   void install_git_hook();

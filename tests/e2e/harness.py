@@ -68,7 +68,7 @@ def toml_value(v):
 class Agent:
     """One daemon with its config, in a temporary directory."""
 
-    def __init__(self, apps, agent_settings=None):
+    def __init__(self, apps, agent_settings=None, tables=None):
         self.dir = tempfile.mkdtemp(prefix="agent-e2e-")
         os.chmod(self.dir, 0o755)
         self.config = os.path.join(self.dir, "agent.toml")
@@ -77,6 +77,7 @@ class Agent:
         self.socket = os.path.join(self.dir, "agent.sock")
         self.agent_settings = dict(agent_settings or {})
         self.apps = apps
+        self.tables = dict(tables or {})  # more top-level tables ([fleet], [alerts]): name -> keys
         self.proc = None
         self.versions = 0
         # How the daemon must end, checked for every test in AgentTest.tearDown: exit 0 on
@@ -89,6 +90,9 @@ class Agent:
     def write_config(self):
         lines = ["[agent]", f'state_dir = "{self.state}"', f'log_dir = "{self.logs}"', f'control_socket = "{self.socket}"']
         lines += [f"{k} = {toml_value(v)}" for k, v in self.agent_settings.items()]
+        for name, keys in self.tables.items():
+            lines.append(f"\n[{name}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
         for app in self.apps:
             lines.append("\n[[app]]")
             env = app.get("env", {})
@@ -354,8 +358,8 @@ class AgentTest(unittest.TestCase):
         errors = getattr(result, "errors", []) + getattr(result, "failures", []) if result else []
         return any(t is self for t, _ in errors)
 
-    def agent(self, apps, **settings):
-        a = Agent(apps, settings)
+    def agent(self, apps, tables=None, **settings):
+        a = Agent(apps, settings, tables)
         self.agents.append(a)
         return a
 

@@ -95,7 +95,7 @@ struct FakeWorld : Effects {
   std::function<void(const std::string&)> turn_progress;
   std::vector<std::string> fleet_calls;  // "acquire v", "baking v", "done v", "failed v: reason [alert kind]", "abandon v"
   bool in_fleet() override { return fleet; }
-  void fleet_acquire(const OpRequest&, const std::string& version, std::function<void(const std::string&)> progress,
+  void fleet_acquire(const OpRequest&, const std::string&, const std::string& version, std::function<void(const std::string&)> progress,
                      std::function<void(const FleetTurn&)> then) override {
     fleet_calls.push_back("acquire " + version);
     turn_then = std::move(then);
