@@ -25,6 +25,8 @@ pkgs=(
   nodejs curl
   # fleets: a real etcd cluster (3 members on loopback) and etcdctl for the tests
   etcd-server etcd-client
+  # certificates for the etcd TLS test
+  openssl
 )
 
 missing=()

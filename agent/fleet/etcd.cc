@@ -141,7 +141,10 @@ bool Etcd::call(const std::string& path, const json& body, json* reply, std::str
     }
     json j = json::parse(raw, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
-      errors += (errors.empty() ? "" : "; ") + ep + path + ": HTTP " + std::to_string(status) + ", not JSON";
+      std::string head = raw.substr(0, 120);
+      for (char& c : head)
+        if (c == '\n' || c == '\r') c = ' ';
+      errors += (errors.empty() ? "" : "; ") + ep + path + ": HTTP " + std::to_string(status) + ", not JSON: " + head;
       continue;
     }
     if (j.contains("error") || status != 200) {
