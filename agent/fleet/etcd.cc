@@ -13,6 +13,7 @@ namespace {
 using base::curl::curl_easy_getinfo;
 using base::curl::curl_easy_setopt;
 using base::curl::curl_slist_append;
+using base::curl::curl_slist_free_all;
 using json = nlohmann::json;
 
 constexpr long kConnectTimeoutS = 1;  // a member that does not answer a connect in 1 s is skipped
@@ -71,6 +72,8 @@ std::string prefix_end(const std::string& prefix) {
 
 Etcd::Etcd(EtcdSettings settings) : settings_(std::move(settings)) {}
 
+Etcd::~Etcd() = default;
+
 void Etcd::abort() { set_deadline(std::chrono::steady_clock::now()); }
 
 void Etcd::set_deadline(std::chrono::steady_clock::time_point t) { abort_at_ = t.time_since_epoch().count(); }
@@ -82,10 +85,13 @@ std::string Etcd::endpoint() const {
 bool Etcd::post(const std::string& url, const std::string& body, std::string* reply, long* status, std::string* err,
                 long transfer_timeout_s, const std::function<bool(std::string&)>& on_data) {
   if (!base::curl::open(err)) return false;
-  base::curl::Easy c(kConnectTimeoutS, transfer_timeout_s);
+  if (!easy_) easy_ = std::make_unique<base::curl::Easy>(kConnectTimeoutS, transfer_timeout_s);
+  base::curl::Easy& c = *easy_;
   if (!c.h) return *err = "curl_easy_init failed", false;
+  curl_easy_setopt(c.h, CURLOPT_TIMEOUT, transfer_timeout_s);
   curl_easy_setopt(c.h, CURLOPT_URL, url.c_str());
-  c.list = curl_slist_append(c.list, "Content-Type: application/json");
+  if (c.list) curl_slist_free_all(c.list);
+  c.list = curl_slist_append(nullptr, "Content-Type: application/json");
   std::string auth;
   if (!token_.empty()) {
     auth = "Authorization: " + token_;
@@ -211,10 +217,6 @@ bool Etcd::delete_prefix(const std::string& prefix, std::string* err) {
 
 json Etcd::absent(const std::string& key) {
   return {{"key", b64(key)}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}};
-}
-
-json Etcd::mod_revision_is(const std::string& key, std::int64_t rev) {
-  return {{"key", b64(key)}, {"target", "MOD"}, {"result", "EQUAL"}, {"mod_revision", std::to_string(rev)}};
 }
 
 json Etcd::put_op(const std::string& key, const std::string& value, std::int64_t lease) {

@@ -13,9 +13,14 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+namespace base::curl {
+struct Easy;
+}
 
 namespace agent::fleet {
 
@@ -35,6 +40,7 @@ std::string prefix_end(const std::string& prefix);
 class Etcd {
  public:
   explicit Etcd(EtcdSettings settings);
+  ~Etcd();
 
   /// Every key under `prefix`, in key order, and the store's revision when it was read.
   bool range_prefix(const std::string& prefix, std::vector<KeyValue>* out, std::int64_t* revision, std::string* err);
@@ -49,7 +55,6 @@ class Etcd {
   bool txn(const nlohmann::json& compare, const nlohmann::json& success, const nlohmann::json& failure, bool* succeeded,
            std::string* err);
   static nlohmann::json absent(const std::string& key);  // compare: create_revision == 0
-  static nlohmann::json mod_revision_is(const std::string& key, std::int64_t rev);
   static nlohmann::json put_op(const std::string& key, const std::string& value, std::int64_t lease = 0);
   static nlohmann::json delete_op(const std::string& key);
 
@@ -79,6 +84,9 @@ class Etcd {
   bool authenticate(std::string* err);
 
   EtcdSettings settings_;
+  // One handle for every call: libcurl keeps the connection to the member open between them
+  // (a grant is then one round trip, not a TCP handshake and one).
+  std::unique_ptr<base::curl::Easy> easy_;
   size_t preferred_ = 0;
   std::string token_;
   std::atomic<std::int64_t> abort_at_{0};

@@ -63,9 +63,10 @@ std::string state_value(const std::string& state, const std::string& reason = ""
 // What one version's keys say, read in one range.
 struct VersionKeys {
   std::optional<KeyValue> halt;
-  std::int64_t gate_mod = 0;
   std::vector<Waiter> want;
-  std::vector<std::string> slot;
+  std::map<int, std::pair<std::string, bool>> slots;  // slot number -> (host, done)
+  std::vector<std::string> slot;                       // hosts holding a slot (not done)
+  int done = 0;                                        // slots of hosts done
   std::map<std::string, json> state;  // host -> {"state":..., "time":..., "reason":...}
   std::int64_t first_revision = 0;    // when the version was first asked for
 };
@@ -77,9 +78,15 @@ VersionKeys read_version(const std::vector<KeyValue>& kvs, const std::string& vp
     std::string rest = kv.key.substr(vp.size());
     if (!v.first_revision || kv.create_revision < v.first_revision) v.first_revision = kv.create_revision;
     if (rest == "halt") v.halt = kv;
-    else if (rest == "gate") v.gate_mod = kv.mod_revision;
     else if (rest.starts_with("want/")) v.want.push_back({rest.substr(5), kv.create_revision});
-    else if (rest.starts_with("slot/")) v.slot.push_back(rest.substr(5));
+    else if (rest.starts_with("slot/")) {
+      json j = parse(kv.value);
+      std::string host = j.value("host", "");
+      bool done = j.value("done", false);
+      v.slots[std::atoi(rest.c_str() + 5)] = {host, done};
+      if (done) ++v.done;
+      else v.slot.push_back(host);
+    }
     else if (rest.starts_with("state/")) v.state[rest.substr(6)] = parse(kv.value);
   }
   return v;
@@ -98,7 +105,7 @@ std::string halt_text(const KeyValue& halt) {
 WaveView view_of(const VersionKeys& v, int alive) {
   WaveView view;
   view.hosts = alive;
-  for (const auto& [host, st] : v.state) view.done += st.value("state", "") == "done";
+  view.done = v.done;
   view.holding = v.slot;
   for (const auto& w : v.want)
     if (std::find(v.slot.begin(), v.slot.end(), w.host) == v.slot.end()) view.waiting.push_back(w);
@@ -162,8 +169,13 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
                          std::function<void(bool)> then) {
   post([this, app, version, ok, reason, then](std::string* err) {
     std::string vp = version_prefix(app, version), me = settings_.host;
-    json done_ops = json::array({Etcd::put_op(vp + "state/" + me, state_value(ok ? "done" : "failed", reason)),
-                                 Etcd::delete_op(vp + "slot/" + me), Etcd::put_op(vp + "gate", me)});
+    json done_ops = json::array({Etcd::put_op(vp + "state/" + me, state_value(ok ? "done" : "failed", reason))});
+    if (auto it = holding_.find({app, version}); it != holding_.end()) {
+      // Done: the slot stays taken for good (without the lease), counting toward the wave.
+      // Failed: it is given back (a resume may need it).
+      std::string key = vp + "slot/" + std::to_string(it->second);
+      done_ops.push_back(ok ? Etcd::put_op(key, json{{"host", me}, {"done", true}}.dump()) : Etcd::delete_op(key));
+    }
     bool made_halt = false;
     if (ok) {
       bool unused;
@@ -187,14 +199,14 @@ void Coordinator::abandon(const std::string& app, const std::string& version) {
     std::erase_if(waits_, [&](const auto& w) { return w->app == app && w->version == version; });
     std::string vp = version_prefix(app, version), me = settings_.host;
     bool unused;
-    json ops = json::array({Etcd::delete_op(vp + "want/" + me), Etcd::delete_op(vp + "slot/" + me),
-                            Etcd::delete_op(vp + "state/" + me), Etcd::put_op(vp + "gate", me)});
+    json ops = json::array({Etcd::delete_op(vp + "want/" + me)});
+    if (auto it = holding_.find({app, version}); it != holding_.end()) ops.push_back(Etcd::delete_op(vp + "slot/" + std::to_string(it->second)));
     // A host that is done or failed keeps saying so: only an unfinished turn is taken back.
     KeyValue st;
     bool found = false;
     if (!etcd_.get(vp + "state/" + me, &st, &found, err)) return false;
     std::string s = found ? parse(st.value).value("state", "") : "";
-    if (s == "done" || s == "failed" || s == "halted") ops.erase(2);
+    if (s != "done" && s != "failed" && s != "halted") ops.push_back(Etcd::delete_op(vp + "state/" + me));
     if (!etcd_.txn(json::array(), ops, json::array(), &unused, err)) return false;
     holding_.erase({app, version});
     return true;
@@ -250,8 +262,10 @@ bool Coordinator::register_host(std::string* err) {
     if (!etcd_.put(prefix() + "alive/" + me, alive.dump(), lease_, err)) return false;
     // A new lease: the keys the old one held are gone. A slot held through a cut-off is taken
     // again (the rollout went on meanwhile), and a waiter asks again (at the end of the line).
-    for (const auto& [app, version] : holding_)
-      if (!etcd_.put(version_prefix(app, version) + "slot/" + me, me, lease_, err)) return false;
+    for (const auto& [key, slot] : holding_)
+      if (!etcd_.put(version_prefix(key.first, key.second) + "slot/" + std::to_string(slot), json{{"host", me}, {"done", false}}.dump(),
+                     lease_, err))
+        return false;
     for (auto& w : waits_) w->asked = false;
     registered_ = true;
     spdlog::info("fleet: {} registered in fleet {} (etcd {})", me, settings_.name, etcd_.endpoint());
@@ -296,20 +310,33 @@ bool Coordinator::evaluate(Wait& w, bool* finished, std::string* err) {
     w.asked = false;  // our request went with an expired lease (or was taken back): ask again
     return true;
   }
-  Decision d = decide(w.waves, view_of(v, static_cast<int>(alive.size())));
-  if (std::find(d.granted.begin(), d.granted.end(), me) != d.granted.end()) {
-    // Only if no slot changed hands since the read, and nobody halted it.
-    json compare = json::array({Etcd::mod_revision_is(vp + "gate", v.gate_mod), Etcd::absent(vp + "halt")});
-    json ops = json::array({Etcd::put_op(vp + "slot/" + me, me, lease_), Etcd::put_op(vp + "gate", me),
-                            Etcd::put_op(vp + "state/" + me, state_value("rolling")), Etcd::delete_op(vp + "want/" + me)});
+  WaveView view = view_of(v, static_cast<int>(alive.size()));
+  Decision d = decide(w.waves, view);
+  if (auto mine = std::find(d.granted.begin(), d.granted.end(), me); mine != d.granted.end()) {
+    // Slots are numbered 0 .. the open wave's end - 1, and a host takes one that is free with a
+    // create-only transaction: never more holders (and done hosts) than the wave's end, however
+    // stale what a host read. Hosts granted together take different numbers (their rank among
+    // the granted), so they do not get in each other's way.
+    int end = d.capacity + view.done;
+    std::vector<int> free;
+    for (int j = 0; j < end; ++j)
+      if (!v.slots.count(j)) free.push_back(j);
+    size_t rank = static_cast<size_t>(mine - d.granted.begin());
     bool got = false;
-    if (!etcd_.txn(compare, ops, json::array(), &got, err)) return false;
+    int slot = rank < free.size() ? free[rank] : -1;
+    if (slot >= 0) {
+      std::string key = vp + "slot/" + std::to_string(slot);
+      json compare = json::array({Etcd::absent(key), Etcd::absent(vp + "halt")});
+      json ops = json::array({Etcd::put_op(key, json{{"host", me}, {"done", false}}.dump(), lease_),
+                              Etcd::put_op(vp + "state/" + me, state_value("rolling")), Etcd::delete_op(vp + "want/" + me)});
+      if (!etcd_.txn(compare, ops, json::array(), &got, err)) return false;
+    }
     if (!got) {
       std::lock_guard<std::mutex> lock(mu_);
-      woken_ = true;  // the line moved meanwhile: read it again at once
+      woken_ = true;  // another host took that slot meanwhile: read the line again at once
       return true;
     }
-    holding_.insert({w.app, w.version});
+    holding_[{w.app, w.version}] = slot;
     *finished = true;
     w.then({Turn::Kind::Go, "wave " + std::to_string(d.wave + 1) + " of " + std::to_string(d.waves)});
     return true;
@@ -513,7 +540,7 @@ void Coordinator::resume(const std::string& app, const std::string& version, std
     }
     std::string was = halt_text(*v.halt);
     // The halt goes, and so do the failed and halted marks: those hosts ask again.
-    json ops = json::array({Etcd::delete_op(vp + "halt"), Etcd::put_op(vp + "gate", settings_.host)});
+    json ops = json::array({Etcd::delete_op(vp + "halt")});
     int retry = 0;
     for (const auto& [h, st] : v.state) {
       std::string s = st.value("state", "");

@@ -7,11 +7,12 @@
 //   alive/<host>                   this agent is up (its lease)
 //   hosts/<host>                   the versions it runs, {"apps":{"api":"1.4.0"}} (kept when it dies)
 //   apps/<app>/<version>/want/<host>   it waits for a slot (its lease; the create revision orders the line)
-//   apps/<app>/<version>/slot/<host>   it holds a slot, rolling or baking (its lease: a dead agent's frees itself)
+//   apps/<app>/<version>/slot/<n>      slot n (0 .. the open wave's end - 1), {"host":...,"done":...}:
+//                                      taken with a create-only transaction; held with the host's
+//                                      lease while it rolls and bakes (a dead agent's frees itself),
+//                                      kept without it once the host is done (it counts toward the wave)
 //   apps/<app>/<version>/state/<host>  waiting | rolling | baking | done | failed | halted (kept)
 //   apps/<app>/<version>/halt          who halted the version, why, when (created only if absent)
-//   apps/<app>/<version>/gate          written by every slot change: a grant is a transaction that
-//                                      holds only if nothing changed since the host read the line
 // A version string is escaped into one path segment ('/' and '%' as %2F and %25).
 #pragma once
 
@@ -120,7 +121,7 @@ class Coordinator {
   std::vector<std::unique_ptr<Wait>> waits_;
   std::set<std::pair<std::string, std::string>> halt_watches_;
   std::map<std::string, std::string> published_;             // app -> version
-  std::set<std::pair<std::string, std::string>> holding_;   // slots this host holds (put again with a new lease)
+  std::map<std::pair<std::string, std::string>, int> holding_;  // (app, version) -> the slot this host holds
   // Fleet thread only.
   std::int64_t lease_ = 0;
   Clock::time_point next_keepalive_{}, unreachable_since_{};
