@@ -170,7 +170,27 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
   post([this, app, version, ok, reason, then](std::string* err) {
     std::string vp = version_prefix(app, version), me = settings_.host;
     json done_ops = json::array({Etcd::put_op(vp + "state/" + me, state_value(ok ? "done" : "failed", reason))});
-    if (auto it = holding_.find({app, version}); it != holding_.end()) {
+    json compare = json::array();
+    auto it = holding_.find({app, version});
+    if (it != holding_.end() && it->second >= 0) {
+      // Still ours? Not if our lease ran out while we were cut off and another host took it.
+      KeyValue kv;
+      bool found = false;
+      if (!etcd_.get(vp + "slot/" + std::to_string(it->second), &kv, &found, err)) return false;
+      if (found && parse(kv.value).value("host", "") != me) it->second = -1;
+    }
+    if (it != holding_.end() && it->second < 0 && ok) {
+      // Its slot was lost while cut off: its being done still counts, in a number of its own.
+      std::vector<KeyValue> kvs;
+      if (!etcd_.range_prefix(vp + "slot/", &kvs, nullptr, err)) return false;
+      std::set<int> used;
+      for (const auto& kv : kvs) used.insert(std::atoi(kv.key.c_str() + vp.size() + 5));
+      int n = 0;
+      while (used.count(n)) ++n;
+      std::string key = vp + "slot/" + std::to_string(n);
+      compare.push_back(Etcd::absent(key));
+      done_ops.push_back(Etcd::put_op(key, json{{"host", me}, {"done", true}}.dump()));
+    } else if (it != holding_.end() && it->second >= 0) {
       // Done: the slot stays taken for good (without the lease), counting toward the wave.
       // Failed: it is given back (a resume may need it).
       std::string key = vp + "slot/" + std::to_string(it->second);
@@ -178,8 +198,9 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
     }
     bool made_halt = false;
     if (ok) {
-      bool unused;
-      if (!etcd_.txn(json::array(), done_ops, json::array(), &unused, err)) return false;
+      bool put = false;
+      if (!etcd_.txn(compare, done_ops, json::array(), &put, err)) return false;
+      if (!put) return *err = "another host took that slot number meanwhile", false;  // tried again
     } else {
       // Create-only: the first host to fail halts the version; a second one finds it halted.
       json halt = {{"host", me}, {"reason", reason}, {"time", now_iso()}};
@@ -262,10 +283,22 @@ bool Coordinator::register_host(std::string* err) {
     if (!etcd_.put(prefix() + "alive/" + me, alive.dump(), lease_, err)) return false;
     // A new lease: the keys the old one held are gone. A slot held through a cut-off is taken
     // again (the rollout went on meanwhile), and a waiter asks again (at the end of the line).
-    for (const auto& [key, slot] : holding_)
-      if (!etcd_.put(version_prefix(key.first, key.second) + "slot/" + std::to_string(slot), json{{"host", me}, {"done", false}}.dump(),
-                     lease_, err))
+    for (auto& [key, slot] : holding_) {
+      if (slot < 0) continue;
+      // Our slot went with the old lease. Taken back if nobody took it meanwhile; if another
+      // host did (we were cut off longer than lease_ttl), the fleet has one more host rolling
+      // than the wave allows until one of the two is done (README "Fleets").
+      std::string k = version_prefix(key.first, key.second) + "slot/" + std::to_string(slot);
+      bool back = false;
+      if (!etcd_.txn(json::array({Etcd::absent(k)}), json::array({Etcd::put_op(k, json{{"host", me}, {"done", false}}.dump(), lease_)}),
+                     json::array(), &back, err))
         return false;
+      if (!back) {
+        spdlog::warn("fleet: the slot of {} {} was taken by another host while this one was cut off from etcd; "
+                     "one more host than the wave allows rolls until one of them is done", key.first, key.second);
+        slot = -1;
+      }
+    }
     for (auto& w : waits_) w->asked = false;
     registered_ = true;
     spdlog::info("fleet: {} registered in fleet {} (etcd {})", me, settings_.name, etcd_.endpoint());

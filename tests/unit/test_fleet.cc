@@ -424,3 +424,39 @@ TEST_CASE("etcd client: TLS with a client certificate, then a user and password;
   CHECK(err.find("not-the-password") == std::string::npos);
   CHECK(err.find("s3cret-pw") == std::string::npos);
 }
+
+TEST_CASE("coordinator: a host whose lease ran out while it rolled finds its slot taken; its done still counts") {
+  EtcdServer server;
+  Heard heard;
+  auto make = [&](const std::string& host) { return std::make_unique<Coordinator>(settings(server, host), Events{}); };
+  auto a = make("a"), b = make("b");
+  auto ask = [&](Coordinator& co, const std::string& host) {
+    co.acquire("api", "2.0.0", waves({"1", "100%"}), nullptr,
+               [&, host](const Turn& t) { heard.add(host + " " + turn_name(t.kind) + " " + t.reason); });
+  };
+  ask(*a, "a");
+  REQUIRE(heard.wait_for("a go"));
+  ask(*b, "b");
+  // a is cut off longer than its lease: etcd forgets the lease and what it held.
+  Etcd admin(server.client_settings());
+  std::string err, vp = a->version_prefix("api", "2.0.0");
+  KeyValue slot0;
+  bool found = false;
+  REQUIRE(admin.get(vp + "slot/0", &slot0, &found, &err));
+  REQUIRE(found);
+  REQUIRE(admin.lease_revoke(slot0.lease, &err));
+  REQUIRE(heard.wait_for("b go"));  // the slot came free: b takes number 0
+  a->finish("api", "2.0.0", true, "");
+  auto until = std::chrono::steady_clock::now() + 10s;
+  std::vector<KeyValue> kvs;
+  auto slots = [&] {
+    std::map<std::string, std::string> out;
+    admin.range_prefix(vp + "slot/", &kvs, nullptr, &err);
+    for (const auto& kv : kvs) out[kv.key.substr(vp.size())] = kv.value;
+    return out;
+  };
+  while (slots().size() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  auto s = slots();
+  CHECK(s["slot/0"] == R"({"done":false,"host":"b"})");  // b's, untouched
+  CHECK(s["slot/1"] == R"({"done":true,"host":"a"})");   // a's done, in a number of its own
+}
