@@ -169,7 +169,7 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
                          std::function<void(bool)> then) {
   post([this, app, version, ok, reason, then](std::string* err) {
     std::string vp = version_prefix(app, version), me = settings_.host;
-    json done_ops = json::array({Etcd::put_op(vp + "state/" + me, state_value(ok ? "done" : "failed", reason))});
+    json done_ops = json::array({Etcd::put_op(vp + "state/" + me, ok ? state_value("done") : state_value("failed", reason))});
     json compare = json::array();
     auto it = holding_.find({app, version});
     if (it != holding_.end() && it->second >= 0) {

@@ -19,6 +19,9 @@ for example in git-push rpm; do
 done
 run "$AGENT" check -c "$REPO/examples/two-apps/agent.toml"
 expect_rc 0
+run "$AGENT" check -c "$REPO/examples/fleet/agent.toml"
+expect_rc 0
+expect_out "ok (1 app: api)"
 
 cat > "$TMP/bad.toml" <<'TOML'
 [agent]
