@@ -1,5 +1,6 @@
 #include "agent/fleet/etcd.h"
 
+#include <charconv>
 #include <chrono>
 
 #include "base/base64.h"
@@ -27,7 +28,12 @@ std::string b64(const std::string& s) { return base::base64_encode(s); }
 std::int64_t as_int(const json& j, const char* name) {
   auto it = j.find(name);
   if (it == j.end()) return 0;
-  if (it->is_string()) return std::stoll(it->get<std::string>());
+  if (it->is_string()) {
+    const std::string& s = it->get_ref<const std::string&>();
+    std::int64_t v = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    return r.ec == std::errc() ? v : 0;
+  }
   if (it->is_number_integer()) return it->get<std::int64_t>();
   return 0;
 }
@@ -118,14 +124,11 @@ bool Etcd::authenticate(std::string* err) {
     return *err = "etcd_password_file: " + *err, false;
   while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
   token_.clear();
-  json body = {{"name", settings_.user}, {"password", password}};
-  std::fill(password.begin(), password.end(), '\0');
+  // The password goes into the request body only: errors name the URL, never the body.
   json reply;
-  bool ok = call("/v3/auth/authenticate", body, &reply, err);
-  std::string text = body.dump();
-  std::fill(text.begin(), text.end(), '\0');
-  if (!ok) return *err = "authenticating as " + settings_.user + ": " + *err, false;
-  token_ = reply.value("token", "");
+  if (!call("/v3/auth/authenticate", {{"name", settings_.user}, {"password", password}}, &reply, err))
+    return *err = "authenticating as " + settings_.user + ": " + *err, false;
+  token_ = reply.contains("token") && reply["token"].is_string() ? reply["token"].get<std::string>() : "";
   if (token_.empty()) return *err = "authenticating as " + settings_.user + ": etcd gave no token", false;
   return true;
 }
@@ -137,6 +140,11 @@ bool Etcd::call(const std::string& path, const json& body, json* reply, std::str
   bool reauthenticated = false;
   size_t n = settings_.endpoints.size();
   for (size_t i = 0; i < n; ++i) {
+    std::int64_t deadline = abort_at_.load();
+    if (deadline && std::chrono::steady_clock::now().time_since_epoch().count() >= deadline) {
+      errors += (errors.empty() ? "" : "; ") + std::string("given up: the agent is stopping");
+      break;
+    }
     size_t at = (preferred_ + i) % n;
     const std::string& ep = settings_.endpoints[at];
     std::string raw, e;
@@ -154,8 +162,10 @@ bool Etcd::call(const std::string& path, const json& body, json* reply, std::str
       continue;
     }
     if (j.contains("error") || status != 200) {
-      int code = j.value("code", 0);
-      std::string message = j.value("message", j.value("error", "HTTP " + std::to_string(status)));
+      int code = j.contains("code") && j["code"].is_number_integer() ? j["code"].get<int>() : 0;
+      std::string message = j.contains("message") && j["message"].is_string() ? j["message"].get<std::string>()
+                            : j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>()
+                                                                           : "HTTP " + std::to_string(status);
       if (code == 16 && !settings_.user.empty() && !reauthenticated && path != "/v3/auth/authenticate") {
         // The token expired (or the member restarted): once more with a new one.
         reauthenticated = true;
@@ -163,7 +173,7 @@ bool Etcd::call(const std::string& path, const json& body, json* reply, std::str
         --i;
         continue;
       }
-      if (try_another_member(code)) {
+      if (try_another_member(code) || (code == 0 && status != 200)) {
         errors += (errors.empty() ? "" : "; ") + ep + ": " + message;
         continue;
       }
@@ -234,7 +244,7 @@ bool Etcd::txn(const json& compare, const json& success, const json& failure, bo
   if (!failure.empty()) body["failure"] = failure;
   json reply;
   if (!call("/v3/kv/txn", body, &reply, err)) return false;
-  *succeeded = reply.value("succeeded", false);
+  *succeeded = reply.contains("succeeded") && reply["succeeded"].is_boolean() && reply["succeeded"].get<bool>();
   return true;
 }
 
@@ -276,7 +286,7 @@ bool Etcd::watch(const std::string& prefix, std::int64_t from, const std::functi
       if (j.is_discarded()) continue;
       if (j.contains("error")) return false;
       const json& r = j.contains("result") ? j["result"] : j;
-      if (r.value("canceled", false)) return false;
+      if (r.contains("canceled") && r["canceled"].is_boolean() && r["canceled"].get<bool>()) return false;
       std::int64_t rev = r.contains("header") ? as_int(r["header"], "revision") : 0;
       if (!on_change(rev)) {
         stopped = true;
@@ -291,6 +301,7 @@ bool Etcd::watch(const std::string& prefix, std::int64_t from, const std::functi
   if (stopped) return true;
   if (ok) *err = ep + "/v3/watch: the stream ended (HTTP " + std::to_string(status) + ")";
   preferred_ = (preferred_ + 1) % settings_.endpoints.size();  // the next attempt asks another member
+  if (!settings_.user.empty()) token_.clear();                  // ... with a fresh token (it may have expired)
   return false;
 }
 

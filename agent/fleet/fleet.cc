@@ -54,6 +54,18 @@ json parse(const std::string& s) {
   return j.is_object() ? j : json::object();
 }
 
+// A field of a value read from etcd, of the type wanted or the default: whatever another
+// program (or an operator with etcdctl) wrote there, it never throws.
+std::string text(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+bool flag(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
 std::string state_value(const std::string& state, const std::string& reason = "") {
   json j = {{"state", state}, {"time", now_iso()}};
   if (!reason.empty()) j["reason"] = reason;
@@ -81,8 +93,8 @@ VersionKeys read_version(const std::vector<KeyValue>& kvs, const std::string& vp
     else if (rest.starts_with("want/")) v.want.push_back({rest.substr(5), kv.create_revision});
     else if (rest.starts_with("slot/")) {
       json j = parse(kv.value);
-      std::string host = j.value("host", "");
-      bool done = j.value("done", false);
+      std::string host = text(j, "host");
+      bool done = flag(j, "done");
       v.slots[std::atoi(rest.c_str() + 5)] = {host, done};
       if (done) ++v.done;
       else v.slot.push_back(host);
@@ -94,17 +106,23 @@ VersionKeys read_version(const std::vector<KeyValue>& kvs, const std::string& vp
 
 std::string state_of(const VersionKeys& v, const std::string& host) {
   auto it = v.state.find(host);
-  return it == v.state.end() ? "" : it->second.value("state", "");
+  return it == v.state.end() ? "" : text(it->second, "state");
 }
 
 std::string halt_text(const KeyValue& halt) {
   json h = parse(halt.value);
-  return "halted by " + h.value("host", std::string("?")) + ": " + h.value("reason", std::string("?"));
+  return "halted by " + text(h, "host") + ": " + text(h, "reason");
 }
 
-WaveView view_of(const VersionKeys& v, int alive) {
+// The hosts counted for the waves' percentages: every registered one, and every one that
+// took part in this version (done, holding or waiting), alive now or not, so that a done host
+// whose agent stopped does not shrink the waves under those still to go.
+WaveView view_of(const VersionKeys& v, const std::set<std::string>& alive) {
   WaveView view;
-  view.hosts = alive;
+  std::set<std::string> hosts = alive;
+  for (const auto& [n, slot] : v.slots) hosts.insert(slot.first);
+  for (const auto& w : v.want) hosts.insert(w.host);
+  view.hosts = static_cast<int>(hosts.size());
   view.done = v.done;
   view.holding = v.slot;
   for (const auto& w : v.want)
@@ -177,7 +195,7 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
       KeyValue kv;
       bool found = false;
       if (!etcd_.get(vp + "slot/" + std::to_string(it->second), &kv, &found, err)) return false;
-      if (found && parse(kv.value).value("host", "") != me) it->second = -1;
+      if (found && text(parse(kv.value), "host") != me) it->second = -1;
     }
     if (it != holding_.end() && it->second < 0 && ok) {
       // Its slot was lost while cut off: its being done still counts, in a number of its own.
@@ -226,7 +244,7 @@ void Coordinator::abandon(const std::string& app, const std::string& version) {
     KeyValue st;
     bool found = false;
     if (!etcd_.get(vp + "state/" + me, &st, &found, err)) return false;
-    std::string s = found ? parse(st.value).value("state", "") : "";
+    std::string s = found ? text(parse(st.value), "state") : "";
     if (s != "done" && s != "failed" && s != "halted") ops.push_back(Etcd::delete_op(vp + "state/" + me));
     if (!etcd_.txn(json::array(), ops, json::array(), &unused, err)) return false;
     holding_.erase({app, version});
@@ -317,7 +335,7 @@ bool Coordinator::evaluate(Wait& w, bool* finished, std::string* err) {
     KeyValue st;
     bool found = false;
     if (!etcd_.get(vp + "state/" + me, &st, &found, err)) return false;
-    if (found && parse(st.value).value("state", "") == "done") {
+    if (found && text(parse(st.value), "state") == "done") {
       *finished = true;
       w.then({Turn::Kind::AlreadyDone, "this host is done with " + w.version + " already"});
       return true;
@@ -343,7 +361,9 @@ bool Coordinator::evaluate(Wait& w, bool* finished, std::string* err) {
     w.asked = false;  // our request went with an expired lease (or was taken back): ask again
     return true;
   }
-  WaveView view = view_of(v, static_cast<int>(alive.size()));
+  std::set<std::string> up;
+  for (const auto& kv : alive) up.insert(kv.key.substr(prefix().size() + 6));
+  WaveView view = view_of(v, up);
   Decision d = decide(w.waves, view);
   if (auto mine = std::find(d.granted.begin(), d.granted.end(), me); mine != d.granted.end()) {
     // Slots are numbered 0 .. the open wave's end - 1, and a host takes one that is free with a
@@ -506,89 +526,110 @@ void Coordinator::watch_loop() {
 void Coordinator::status(const std::string& app, std::map<std::string, std::vector<FleetWave>> waves,
                          std::function<void(const json&, const std::string&)> then) {
   post([this, app, waves = std::move(waves), then](std::string*) {
-    std::string err;
-    std::vector<KeyValue> alive, hosts, kvs;
-    if (!etcd_.range_prefix(prefix() + "alive/", &alive, nullptr, &err) || !etcd_.range_prefix(prefix() + "hosts/", &hosts, nullptr, &err) ||
-        !etcd_.range_prefix(prefix() + "apps/" + (app.empty() ? "" : app + "/"), &kvs, nullptr, &err)) {
-      then(json(), err);
-      return true;  // answered; not tried again
+    try {
+      status_now(app, waves, then);
+    } catch (const std::exception& e) {
+      then(json(), std::string("unexpected data in etcd: ") + e.what());
     }
-    std::set<std::string> up;
-    for (const auto& kv : alive) up.insert(kv.key.substr(prefix().size() + 6));
-    std::map<std::string, json> host_apps;
-    for (const auto& kv : hosts) host_apps[kv.key.substr(prefix().size() + 6)] = parse(kv.value).value("apps", json::object());
-    for (const auto& h : up) host_apps.emplace(h, json::object());
-    json out = {{"fleet", settings_.name}, {"host", settings_.host}, {"etcd", etcd_.endpoint()}, {"hosts", json::array()}, {"apps", json::array()}};
-    for (const auto& [h, apps] : host_apps) out["hosts"].push_back({{"host", h}, {"alive", up.count(h) > 0}, {"apps", apps}});
-    // apps/<app>/<version>/...: the newest version of each app is the one asked for last.
-    std::map<std::string, std::map<std::string, std::vector<KeyValue>>> by_app;
-    std::string ap = prefix() + "apps/";
-    for (const auto& kv : kvs) {
-      std::string rest = kv.key.substr(ap.size());
-      size_t a = rest.find('/'), b = a == std::string::npos ? a : rest.find('/', a + 1);
-      if (b == std::string::npos) continue;
-      by_app[rest.substr(0, a)][rest.substr(a + 1, b - a - 1)].push_back(kv);
-    }
-    for (const auto& [name, versions] : by_app) {
-      std::string newest;
-      VersionKeys nv;
-      for (const auto& [ver, list] : versions) {
-        VersionKeys v = read_version(list, ap + name + "/" + ver + "/");
-        if (newest.empty() || v.first_revision > nv.first_revision) newest = ver, nv = std::move(v);
-      }
-      std::vector<FleetWave> w = waves.count(name) ? waves.at(name) : std::vector<FleetWave>{};
-      Decision d = decide(w, view_of(nv, static_cast<int>(up.size())));
-      json a = {{"app", name}, {"version", unescape(newest)}, {"waves", waves_text(w)}, {"open_wave", d.wave + 1},
-                {"waves_total", d.waves}, {"capacity", d.capacity}, {"halt", nullptr}, {"hosts", json::array()}};
-      if (nv.halt) {
-        json h = parse(nv.halt->value);
-        a["halt"] = {{"host", h.value("host", "")}, {"reason", h.value("reason", "")}, {"time", h.value("time", "")}};
-      }
-      for (const auto& [h, apps] : host_apps) {
-        std::string st = state_of(nv, h);
-        if (st.empty()) st = apps.value(name, "") == unescape(newest) ? "done" : "-";
-        json row = {{"host", h}, {"alive", up.count(h) > 0}, {"current", apps.value(name, "")}, {"state", st}};
-        if (auto it = nv.state.find(h); it != nv.state.end() && it->second.contains("reason")) row["reason"] = it->second["reason"];
-        a["hosts"].push_back(row);
-      }
-      out["apps"].push_back(a);
-    }
-    then(out, "");
-    return true;
+    return true;  // answered either way; not tried again
   });
+}
+
+void Coordinator::status_now(const std::string& app, const std::map<std::string, std::vector<FleetWave>>& waves,
+                             const std::function<void(const json&, const std::string&)>& then) {
+  std::string err;
+  std::vector<KeyValue> alive, hosts, kvs;
+  if (!etcd_.range_prefix(prefix() + "alive/", &alive, nullptr, &err) || !etcd_.range_prefix(prefix() + "hosts/", &hosts, nullptr, &err) ||
+      !etcd_.range_prefix(prefix() + "apps/" + (app.empty() ? "" : app + "/"), &kvs, nullptr, &err)) {
+    return then(json(), err);
+  }
+  std::set<std::string> up;
+  for (const auto& kv : alive) up.insert(kv.key.substr(prefix().size() + 6));
+  std::map<std::string, json> host_apps;
+  for (const auto& kv : hosts) {
+    json apps = parse(kv.value)["apps"];
+    json clean = json::object();
+    if (apps.is_object())
+      for (auto it = apps.begin(); it != apps.end(); ++it)
+        if (it->is_string()) clean[it.key()] = *it;
+    host_apps[kv.key.substr(prefix().size() + 6)] = clean;
+  }
+  for (const auto& h : up) host_apps.emplace(h, json::object());
+  json out = {{"fleet", settings_.name}, {"host", settings_.host}, {"etcd", etcd_.endpoint()}, {"hosts", json::array()}, {"apps", json::array()}};
+  for (const auto& [h, apps] : host_apps) out["hosts"].push_back({{"host", h}, {"alive", up.count(h) > 0}, {"apps", apps}});
+  // apps/<app>/<version>/...: the newest version of each app is the one asked for last.
+  std::map<std::string, std::map<std::string, std::vector<KeyValue>>> by_app;
+  std::string ap = prefix() + "apps/";
+  for (const auto& kv : kvs) {
+    std::string rest = kv.key.substr(ap.size());
+    size_t a = rest.find('/'), b = a == std::string::npos ? a : rest.find('/', a + 1);
+    if (b == std::string::npos) continue;
+    by_app[rest.substr(0, a)][rest.substr(a + 1, b - a - 1)].push_back(kv);
+  }
+  for (const auto& [name, versions] : by_app) {
+    std::string newest;
+    VersionKeys nv;
+    for (const auto& [ver, list] : versions) {
+      VersionKeys v = read_version(list, ap + name + "/" + ver + "/");
+      if (newest.empty() || v.first_revision > nv.first_revision) newest = ver, nv = std::move(v);
+    }
+    std::vector<FleetWave> w = waves.count(name) ? waves.at(name) : std::vector<FleetWave>{};
+    Decision d = decide(w, view_of(nv, up));
+    json a = {{"app", name}, {"version", unescape(newest)}, {"waves", waves_text(w)}, {"open_wave", d.wave + 1},
+              {"waves_total", d.waves}, {"capacity", d.capacity}, {"halt", nullptr}, {"hosts", json::array()}};
+    if (nv.halt) {
+      json h = parse(nv.halt->value);
+      a["halt"] = {{"host", text(h, "host")}, {"reason", text(h, "reason")}, {"time", text(h, "time")}};
+    }
+    for (const auto& [h, apps] : host_apps) {
+      std::string st = state_of(nv, h);
+      if (st.empty()) st = apps.value(name, "") == unescape(newest) ? "done" : "-";
+      json row = {{"host", h}, {"alive", up.count(h) > 0}, {"current", apps.value(name, "")}, {"state", st}};
+      if (auto it = nv.state.find(h); it != nv.state.end() && !text(it->second, "reason").empty()) row["reason"] = text(it->second, "reason");
+      a["hosts"].push_back(row);
+    }
+    out["apps"].push_back(a);
+  }
+  then(out, "");
 }
 
 void Coordinator::resume(const std::string& app, const std::string& version, std::function<void(bool, const std::string&)> then) {
   post([this, app, version, then](std::string*) {
-    std::string err, vp = version_prefix(app, version);
-    std::vector<KeyValue> kvs;
-    if (!etcd_.range_prefix(vp, &kvs, nullptr, &err)) {
-      then(false, err);
-      return true;
+    try {
+      resume_now(app, version, then);
+    } catch (const std::exception& e) {
+      then(false, std::string("unexpected data in etcd: ") + e.what());
     }
-    VersionKeys v = read_version(kvs, vp);
-    if (!v.halt) {
-      then(false, app + " " + version + " is not halted in fleet " + settings_.name);
-      return true;
-    }
-    std::string was = halt_text(*v.halt);
-    // The halt goes, and so do the failed and halted marks: those hosts ask again.
-    json ops = json::array({Etcd::delete_op(vp + "halt")});
-    int retry = 0;
-    for (const auto& [h, st] : v.state) {
-      std::string s = st.value("state", "");
-      if (s == "failed" || s == "halted") ops.push_back(Etcd::delete_op(vp + "state/" + h)), ++retry;
-    }
-    bool unused;
-    if (!etcd_.txn(json::array(), ops, json::array(), &unused, &err)) {
-      then(false, err);
-      return true;
-    }
-    spdlog::info("fleet: {} {} resumed by {} (it was {})", app, version, settings_.host, was);
-    then(true, "resumed " + app + " " + version + " in fleet " + settings_.name + " (it was " + was + "); " + std::to_string(retry) +
-                   " host" + (retry == 1 ? "" : "s") + " will try it again");
-    return true;
+    return true;  // answered either way
   });
+}
+
+void Coordinator::resume_now(const std::string& app, const std::string& version,
+                             const std::function<void(bool, const std::string&)>& then) {
+  std::string err, vp = version_prefix(app, version);
+  std::vector<KeyValue> kvs;
+  if (!etcd_.range_prefix(vp, &kvs, nullptr, &err)) {
+    return then(false, err);
+  }
+  VersionKeys v = read_version(kvs, vp);
+  if (!v.halt) {
+    return then(false, app + " " + version + " is not halted in fleet " + settings_.name);
+  }
+  std::string was = halt_text(*v.halt);
+  // The halt goes, and so do the failed and halted marks: those hosts ask again.
+  json ops = json::array({Etcd::delete_op(vp + "halt")});
+  int retry = 0;
+  for (const auto& [h, st] : v.state) {
+    std::string s = text(st, "state");
+    if (s == "failed" || s == "halted") ops.push_back(Etcd::delete_op(vp + "state/" + h)), ++retry;
+  }
+  bool unused;
+  if (!etcd_.txn(json::array(), ops, json::array(), &unused, &err)) {
+    return then(false, err);
+  }
+  spdlog::info("fleet: {} {} resumed by {} (it was {})", app, version, settings_.host, was);
+  then(true, "resumed " + app + " " + version + " in fleet " + settings_.name + " (it was " + was + "); " + std::to_string(retry) +
+                 " host" + (retry == 1 ? "" : "s") + " will try it again");
 }
 
 }  // namespace agent::fleet

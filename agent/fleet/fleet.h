@@ -103,6 +103,9 @@ class Coordinator {
   void watch_loop();
   /// One pass: the lease, the registration, the queued commands, every waiter.
   void step();
+  void status_now(const std::string& app, const std::map<std::string, std::vector<FleetWave>>& waves,
+                  const std::function<void(const nlohmann::json&, const std::string&)>& then);
+  void resume_now(const std::string& app, const std::string& version, const std::function<void(bool, const std::string&)>& then);
   bool ensure_lease(std::string* err);
   bool register_host(std::string* err);
   bool evaluate(Wait& w, bool* finished, std::string* err);

@@ -67,30 +67,51 @@ void AppSupervisor::fleet_finish(const std::string& version, bool ok, const std:
   }
   if (ok) fleet_ops_.erase(version);
   else fleet_->watch_halt(app_.name, version);
+  // The failure's alert becomes fleet_halted when this host made the halt (one message for the
+  // fleet). Which it is, etcd says; if it does not within kVerdictWait (it is unreachable), the
+  // failure is raised as it is, and fleet_halted follows when etcd answers.
+  struct Pending {
+    std::optional<Alert> failure;
+    bool raised = false;
+  };
+  constexpr auto kVerdictWait = std::chrono::seconds(3);
+  auto pending = std::make_shared<Pending>(Pending{std::move(failure), false});
   base::EventLoop* loop = &loop_;
-  std::weak_ptr<bool> alive = alive_;
-  Alerts* alerts = &alerts_;
-  std::string fleet_name = fleet_->settings().name;
-  fleet_->finish(app_.name, version, ok, reason, [loop, alive, alerts, failure, version, fleet_name](bool made_halt) {
-    if (!failure) return;
-    loop->post_from_thread([alerts, failure, made_halt, version, fleet_name] {
-      Alert a = *failure;
-      // The host that halted the version says so, once; a host that failed after another had
-      // halted it reports its own failure as usual.
-      if (made_halt) {
-        a.kind = "fleet_halted";
-        a.summary += "; version " + version + " is halted on every host of fleet " + fleet_name;
-        a.detail += "; when it is fixed: agent fleet resume " + a.app + " " + version;
+  Alerts* alerts = &alerts_;  // the daemon's: outlives this app
+  if (pending->failure)
+    loop_.after(kVerdictWait, [pending, alerts] {
+      if (std::exchange(pending->raised, true)) return;
+      Alert a = *pending->failure;
+      a.detail += "; etcd did not say yet whether this halts the version on the other hosts";
+      alerts->raise(std::move(a));
+    });
+  std::string fleet_name = fleet_->settings().name, app = app_.name;
+  fleet_->finish(app, version, ok, reason, [loop, alerts, pending, version, fleet_name, app, reason](bool made_halt) {
+    loop->post_from_thread([alerts, pending, made_halt, version, fleet_name, app, reason] {
+      bool raised = std::exchange(pending->raised, true);
+      if (!made_halt) {
+        // Another host had halted it already (it alerted), or the turn went well.
+        if (!raised && pending->failure) alerts->raise(*pending->failure);
+        return;
       }
+      Alert a = pending->failure.value_or(Alert{app, "", "deploy of version " + version + " failed: " + reason, "", 0, ""});
+      a.kind = "fleet_halted";
+      if (raised) a.summary = "version " + version + " of " + app + " failed here: " + reason;
+      a.summary += "; version " + version + " is halted on every host of fleet " + fleet_name;
+      a.detail += std::string(a.detail.empty() ? "" : "; ") + "when it is fixed: agent fleet resume " + app + " " + version;
       alerts->raise(std::move(a));
     });
   });
-  (void)alive;
 }
 
 void AppSupervisor::fleet_abandon(const std::string& version) {
   fleet_ops_.erase(version);
   if (fleet_) fleet_->abandon(app_.name, version);
+}
+
+void AppSupervisor::forget_fleet_turns() {
+  // A newer deploy or a rollback: what gave up before must not come back on a resume.
+  fleet_ops_.clear();
 }
 
 void AppSupervisor::fleet_resumed(const std::string& version) {

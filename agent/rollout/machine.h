@@ -336,6 +336,7 @@ class AppMachine {
   Bake bake_;
   std::optional<FleetWait> waiting_;
   std::string fleet_version_;  // the version whose fleet slot the running deploy holds
+  bool fleet_rolled_ = false;  // ... and its rollout began: a failure now halts the version
   Health health_ = Health::Unknown;
   int probe_fails_ = 0;  // in a row
   bool unhealthy_alerted_ = false;  // an `unhealthy` alert went out; the next passing probe says `healthy`

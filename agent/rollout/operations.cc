@@ -55,8 +55,13 @@ void AppMachine::submit(OpRequest op) {
 }
 
 void AppMachine::start_op(OpRequest op) {
+  // A deploy or rollback that starts (also from the queue) replaces a deploy waiting for its
+  // fleet slot: the latest wins.
+  if (waiting_ && (op.kind == OpRequest::Kind::Deploy || op.kind == OpRequest::Kind::Rollback))
+    abandon_waiting(std::string("superseded by a newer request (") + op_name(op.kind) + ")");
   running_ = std::move(op);
   op_started_ = loop_.now();
+  fleet_rolled_ = false;
   const OpRequest& r = *running_;
   switch (r.kind) {
     case OpRequest::Kind::Deploy: {
@@ -126,7 +131,14 @@ void AppMachine::start_op(OpRequest op) {
 void AppMachine::finish_op(bool ok, const std::string& message) {
   phase_ = Phase::Idle;
   if (!running_) return;
-  if (!fleet_version_.empty()) fx_.fleet_finish(std::exchange(fleet_version_, ""), ok, message, std::nullopt);
+  // The verdict of a turn in the fleet: done, or failed (the version halts fleet-wide). A
+  // refusal before any worker was touched (preflight, sockets) says nothing of the version:
+  // the slot is given back instead.
+  if (!fleet_version_.empty()) {
+    std::string v = std::exchange(fleet_version_, "");
+    if (ok || fleet_rolled_) fx_.fleet_finish(v, ok, message, std::nullopt);
+    else fx_.fleet_abandon(v);
+  }
   OpRequest op = std::move(*running_);
   running_.reset();
   if (ok) spdlog::info("{}: {} done: {}", app_.name, op_name(op.kind), message);
@@ -172,6 +184,7 @@ bool AppMachine::gated(OpRequest::Kind kind) const {
 }
 
 void AppMachine::wait_for_fleet(const std::string& release) {
+  abandon_waiting("superseded by a newer request (deploy)");  // (start_op did already, but never two)
   std::string version = fx_.version_of(release);
   say("waiting for a fleet slot for version " + version + " (" + release + ")");
   fx_.journal(journal_write(JournalWrite::Kind::Note, release, "waiting for a fleet slot for version " + version),
@@ -336,6 +349,7 @@ std::vector<int> AppMachine::all_slots() const {
 void AppMachine::begin_rollout(OpRequest::Kind kind, const std::string& target, std::vector<int> slots, bool journal_refusal) {
   if (!reopen_sockets() || !preflight(target, journal_refusal)) return;
   if (gated(kind)) return wait_for_fleet(target);
+  if (!fleet_version_.empty()) fleet_rolled_ = true;  // from here a failure is the version's
   if (kind == OpRequest::Kind::Deploy && running_ && running_->no_fleet && fx_.in_fleet()) {
     say("deploying past the fleet's gate (--no-fleet): the other hosts are not asked");
     fx_.journal(journal_write(JournalWrite::Kind::Note, target, "deployed past the fleet's gate (--no-fleet)"), [](bool, const std::string&) {});

@@ -54,7 +54,10 @@ class AppSupervisor : private Effects {
   /// Workers a killed agent left serving (agent/process/orphans.h): drained once this agent's
   /// own workers serve, i.e. when an operation next succeeds. Called before boot().
   void adopt(std::vector<Orphan> orphans);
-  void submit(OpRequest op) { machine_.submit(std::move(op)); }
+  void submit(OpRequest op) {
+    if ((op.kind == OpRequest::Kind::Deploy && !op.resumed) || op.kind == OpRequest::Kind::Rollback) forget_fleet_turns();
+    machine_.submit(std::move(op));
+  }
   /// A reloaded config (SIGHUP): used for every later start; `instances` is applied now (or
   /// when the running operation ends).
   /// The watch of `source` follows a change of source, watch, settle or poll_interval at once;
@@ -114,6 +117,7 @@ class AppSupervisor : private Effects {
   void fleet_abandon(const std::string& version) override;
   /// Tells the fleet which version runs here (fleet status), after `current` moved.
   void publish_version();
+  void forget_fleet_turns();
 
   // A worker's process: what the shell holds for it while it lives (processes.cc).
   struct Process {

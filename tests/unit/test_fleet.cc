@@ -373,6 +373,7 @@ TEST_CASE("coordinator: one slot at a time, in order of asking; a failure halts;
   });
   REQUIRE(heard.wait_for("c resumed api 1.0.0"));
   REQUIRE(heard.wait_for("b resumed api 1.0.0"));
+  CHECK(resumed);
   // A later version has waves of its own.
   ask(*c, "c", "1.1.0");
   REQUIRE(heard.wait_for("c go 1.1.0"));
@@ -395,11 +396,12 @@ TEST_CASE("etcd client: TLS with a client certificate, then a user and password;
   no_cert.cert_file.clear();
   no_cert.key_file.clear();
   CHECK_FALSE(Etcd(no_cert).put("/tls/b", "1", 0, &err));
-  CHECK(err.find("no etcd member answered") != std::string::npos);
+  CHECK_MESSAGE(err.find("no etcd member answered (" + server.url + "/v3/kv/put: ") == 0, err);
   // Not our CA: the server is not trusted.
   EtcdSettings no_ca = server.client_settings();
   no_ca.ca_file = "/etc/ssl/certs/ca-certificates.crt";
   CHECK_FALSE(Etcd(no_ca).put("/tls/b", "1", 0, &err));
+  CHECK_MESSAGE(err.find("certificate") != std::string::npos, err);  // curl: "SSL certificate problem: ..."
 
   // Authentication on: root with a password, read from its file for each authentication.
   REQUIRE(server.etcdctl("user add root:s3cret-pw") == 0);
@@ -408,6 +410,7 @@ TEST_CASE("etcd client: TLS with a client certificate, then a user and password;
   REQUIRE(server.etcdctl("auth enable") == 0);
   testutil::write(server.dir / "password", "s3cret-pw\n", 0600);
   CHECK_FALSE(Etcd(server.client_settings()).put("/tls/c", "1", 0, &err));  // no user: refused
+  CHECK_MESSAGE(err.find("user name is empty") != std::string::npos, err);
   EtcdSettings with_user = server.client_settings();
   with_user.user = "root";
   with_user.password_file = server.dir / "password";
@@ -459,4 +462,20 @@ TEST_CASE("coordinator: a host whose lease ran out while it rolled finds its slo
   auto s = slots();
   CHECK(s["slot/0"] == R"({"done":false,"host":"b"})");  // b's, untouched
   CHECK(s["slot/1"] == R"({"done":true,"host":"a"})");   // a's done, in a number of its own
+}
+
+TEST_CASE("coordinator: a done host whose agent stopped still counts toward the waves (no one starves)") {
+  EtcdServer server;
+  Heard heard;
+  auto a = std::make_unique<Coordinator>(settings(server, "a"), Events{});
+  auto b = std::make_unique<Coordinator>(settings(server, "b"), Events{});
+  auto ask = [&](Coordinator& co, const std::string& host) {
+    co.acquire("api", "3.0.0", waves({"50%"}), nullptr, [&, host](const Turn& t) { heard.add(host + " " + turn_name(t.kind)); });
+  };
+  ask(*a, "a");  // 2 hosts, 50%: one at a time
+  REQUIRE(heard.wait_for("a go"));
+  a->finish("api", "3.0.0", true, "");
+  a.reset();  // a is done and its agent stops (the finish reaches etcd first): 1 host alive, 1 done
+  ask(*b, "b");
+  REQUIRE(heard.wait_for("b go"));  // the second wave is b's, not a wave of "50% of 1 host" already full
 }

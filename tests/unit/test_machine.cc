@@ -835,3 +835,39 @@ TEST_CASE("fleet: a failed rollout halts too; --no-fleet passes the gate, journa
   CHECK(r.world.fleet_calls.back() == "abandon v-R4");
   CHECK_FALSE(r.m->fleet_waiting());
 }
+
+TEST_CASE("fleet: a deploy queued behind a staging one replaces it once that one waits; a refusal after the turn gives the slot back") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  r.world.fleet = true;
+  r.m->submit(r.op(OpRequest::Kind::Deploy));  // A: staging
+  r.settle();
+  auto stage_a = std::exchange(r.world.stage_then, nullptr);
+  r.m->submit(r.op(OpRequest::Kind::Deploy));  // B: queued behind A
+  r.settle();
+  size_t before = r.outcomes.size();
+  stage_a({true, "R2", "1.0", "", ""});  // A waits for its slot; B starts
+  r.settle();
+  CHECK(r.world.fleet_calls.back() == "abandon v-R2");
+  REQUIRE(r.outcomes.size() == before + 1);
+  CHECK(r.outcomes.back().second == "superseded by a newer request (deploy)");
+  std::exchange(r.world.stage_then, nullptr)({true, "R3", "1.0", "", ""});
+  r.settle();
+  CHECK(r.world.fleet_calls.back() == "acquire v-R3");
+  CHECK(*r.m->fleet_waiting() == "R3");
+  // Its turn comes, but preflight now refuses: nothing was touched, the version is not to blame.
+  r.world.preflight_ok = false;
+  r.world.turn_then({FleetTurn::Kind::Go, "wave 1 of 1"});
+  r.settle();
+  REQUIRE_FALSE(r.outcomes.back().first);
+  CHECK(r.world.fleet_calls.back() == "abandon v-R3");
+  // A shutdown while a slot is held gives it back too, never a verdict.
+  r.world.preflight_ok = true;
+  r.deploy("R4");
+  r.world.turn_then({FleetTurn::Kind::Go, "wave 1 of 1"});
+  r.settle();
+  REQUIRE(r.m->phase() == Phase::Rolling);
+  r.m->shutdown([] {});
+  r.settle();
+  CHECK(r.world.fleet_calls.back() == "abandon v-R4");
+}
