@@ -84,15 +84,21 @@ class Fleet(AgentTest):
         return app["version"] if not app["operation"] and "fleet_waiting" not in app else None
 
     def turns(self, a, version):
-        """(slot taken, deploy ended) from the host's log, in its clock (the same machine's)."""
-        start = end = None
+        """(its rollout of `version` began, its deploy ended) from the host's log, in its clock (the
+        same machine's). The start is the rollout's own line, so a host that rolled without a
+        slot would count too; and a host may roll only after its log said it took the slot."""
+        taken = start = end = None
         for line in a.output().splitlines():
             m = LOG_LINE.match(line)
             if not m:
                 continue
-            if f"web: fleet slot for {version} taken" in m.group(2):
+            text = m.group(2)
+            if f"web: fleet slot for {version} taken" in text:
+                taken = log_time(m.group(1))
+            elif start is None and re.match(rf"web: rolling \S+-{re.escape(version)} onto ", text):
                 start = log_time(m.group(1))
-            elif start and end is None and re.match(r"web: deploy (done|failed): ", m.group(2)):
+                assert taken is not None and taken <= start, f"{a.host} rolled {version} without a slot"
+            elif start and end is None and re.match(r"web: deploy (done|failed): ", text):
                 end = log_time(m.group(1))
         return start, end
 
