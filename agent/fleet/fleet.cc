@@ -170,7 +170,7 @@ void Coordinator::post(std::function<bool(std::string*)> command) {
 
 void Coordinator::acquire(const std::string& app, const std::string& version, const std::vector<FleetWave>& waves,
                           Progress progress, std::function<void(const Turn&)> then) {
-  auto w = std::make_shared<Wait>(Wait{app, version, waves, std::move(progress), std::move(then), false, ""});
+  auto w = std::make_shared<Wait>(Wait{app, version, waves, std::move(progress), std::move(then), false, "", next_wait_id_++});
   post([this, w](std::string*) {
     waits_.push_back(std::make_unique<Wait>(std::move(*w)));
     return true;
@@ -234,12 +234,20 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
 }
 
 void Coordinator::abandon(const std::string& app, const std::string& version) {
-  post([this, app, version](std::string* err) {
-    std::erase_if(waits_, [&](const auto& w) { return w->app == app && w->version == version; });
+  // Only the waits asked for before this call: a retried abandon must not take a newer one.
+  std::uint64_t before = next_wait_id_.load();
+  post([this, app, version, before](std::string* err) {
+    std::erase_if(waits_, [&](const auto& w) { return w->app == app && w->version == version && w->id < before; });
     std::string vp = version_prefix(app, version), me = settings_.host;
     bool unused;
     json ops = json::array({Etcd::delete_op(vp + "want/" + me)});
-    if (auto it = holding_.find({app, version}); it != holding_.end()) ops.push_back(Etcd::delete_op(vp + "slot/" + std::to_string(it->second)));
+    if (auto it = holding_.find({app, version}); it != holding_.end() && it->second >= 0) {
+      std::string key = vp + "slot/" + std::to_string(it->second);
+      KeyValue kv;
+      bool found = false;
+      if (!etcd_.get(key, &kv, &found, err)) return false;
+      if (found && text(parse(kv.value), "host") == me) ops.push_back(Etcd::delete_op(key));  // never another host's
+    }
     // A host that is done or failed keeps saying so: only an unfinished turn is taken back.
     KeyValue st;
     bool found = false;
@@ -445,29 +453,55 @@ void Coordinator::reached(bool ok, const std::string& err) {
   }
 }
 
-void Coordinator::step() {
-  std::string err;
-  bool ok = ensure_lease(&err) && register_host(&err);
+// Runs a command or an evaluation: what etcd holds was written by other programs too, and a
+// value of a shape we do not expect is an error of that one call, never the end of the thread.
+template <typename F>
+bool guarded(F&& f, std::string* err) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    *err = std::string("unexpected data in etcd: ") + e.what();
+    spdlog::error("fleet: {}", *err);
+    return false;
+  }
+}
+
+bool Coordinator::run_commands(bool stop_at_failure, std::string* err) {
   std::deque<std::function<bool(std::string*)>> commands;
   {
     std::lock_guard<std::mutex> lock(mu_);
     commands.swap(commands_);
   }
+  // In order; one that fails is tried again at the next step. With stop_at_failure, the ones
+  // after it are not run now either.
+  bool ok = true;
   std::deque<std::function<bool(std::string*)>> failed;
   for (auto& c : commands) {
+    if (!ok && stop_at_failure) {
+      failed.push_back(std::move(c));
+      continue;
+    }
     std::string e;
-    if (c(&e)) continue;
+    if (guarded([&] { return c(&e); }, &e)) continue;
     failed.push_back(std::move(c));
-    if (ok) ok = false, err = e;
+    if (ok) ok = false, *err = e;
   }
   if (!failed.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = failed.rbegin(); it != failed.rend(); ++it) commands_.push_front(std::move(*it));
   }
+  return ok;
+}
+
+void Coordinator::step() {
+  std::string err;
+  bool ok = ensure_lease(&err) && register_host(&err);
+  std::string cerr;
+  if (!run_commands(false, &cerr) && ok) ok = false, err = cerr;
   if (ok) {
     for (size_t i = 0; i < waits_.size();) {
       bool finished = false;
-      if (!evaluate(*waits_[i], &finished, &err)) {
+      if (!guarded([&] { return evaluate(*waits_[i], &finished, &err); }, &err)) {
         ok = false;
         break;
       }
@@ -475,7 +509,7 @@ void Coordinator::step() {
       else ++i;
     }
   }
-  if (ok) ok = check_halts(&err);
+  if (ok) ok = guarded([&] { return check_halts(&err); }, &err);
   reached(ok, err);
 }
 
@@ -483,24 +517,20 @@ void Coordinator::run() {
   while (true) {
     step();
     std::unique_lock<std::mutex> lock(mu_);
-    if (stop_) {
-      lock.unlock();
-      step();
-      break;
+    if (!stop_) {
+      auto wake = next_keepalive_;
+      if (unreachable_since_ != Clock::time_point{} || !commands_.empty()) wake = std::min(wake, Clock::now() + kRetry);
+      if (!waits_.empty() || !halt_watches_.empty()) wake = std::min(wake, Clock::now() + kPoll);
+      cv_.wait_until(lock, wake, [&] { return stop_ || woken_; });
+      woken_ = false;
     }
-    auto wake = next_keepalive_;
-    if (unreachable_since_ != Clock::time_point{} || !commands_.empty()) wake = std::min(wake, Clock::now() + kRetry);
-    if (!waits_.empty() || !halt_watches_.empty()) wake = std::min(wake, Clock::now() + kPoll);
-    cv_.wait_until(lock, wake, [&] { return stop_ || woken_; });
-    woken_ = false;
-    if (stop_) {
-      lock.unlock();
-      step();  // what the apps asked last (abandons of their waits) still reaches etcd, within the grace
-      break;
-    }
+    if (stop_) break;
   }
-  // Going away: our slots and requests free at once rather than when the lease runs out.
+  // Going away, within the grace the destructor set on etcd_: what the apps asked last (the
+  // abandons of their waits), in order up to the first that fails; then the lease is revoked,
+  // so our slots and requests free at once rather than when it runs out.
   std::string err;
+  if (!run_commands(true, &err)) spdlog::warn("fleet: not everything reached etcd before exit: {}", err);
   if (lease_ && !etcd_.lease_revoke(lease_, &err)) spdlog::warn("fleet: could not revoke the lease: {}", err);
 }
 

@@ -16,6 +16,7 @@
 // A version string is escaped into one path segment ('/' and '%' as %2F and %25).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <condition_variable>
 #include <deque>
@@ -96,6 +97,7 @@ class Coordinator {
     std::function<void(const Turn&)> then;
     bool asked = false;
     std::string said;
+    std::uint64_t id = 0;  // in the order acquire() was called
   };
   using Clock = std::chrono::steady_clock;
 
@@ -103,6 +105,8 @@ class Coordinator {
   void watch_loop();
   /// One pass: the lease, the registration, the queued commands, every waiter.
   void step();
+  /// The queued commands, in order; one that fails stays queued (stop_at_failure: and the rest).
+  bool run_commands(bool stop_at_failure, std::string* err);
   void status_now(const std::string& app, const std::map<std::string, std::vector<FleetWave>>& waves,
                   const std::function<void(const nlohmann::json&, const std::string&)>& then);
   void resume_now(const std::string& app, const std::string& version, const std::function<void(bool, const std::string&)>& then);
@@ -122,6 +126,7 @@ class Coordinator {
   bool stop_ = false, woken_ = false;
   std::deque<std::function<bool(std::string*)>> commands_;  // run in order; one that fails is tried again
   std::vector<std::unique_ptr<Wait>> waits_;
+  std::atomic<std::uint64_t> next_wait_id_{1};
   std::set<std::pair<std::string, std::string>> halt_watches_;
   std::map<std::string, std::string> published_;             // app -> version
   std::map<std::pair<std::string, std::string>, int> holding_;  // (app, version) -> the slot this host holds

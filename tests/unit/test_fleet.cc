@@ -139,8 +139,8 @@ struct EtcdServer {
   pid_t pid = 0;
   std::string url;
   /// `tls`: clients speak https and show a certificate of the test's CA (made with openssl).
-  explicit EtcdServer(bool tls = false) {
-    int client = free_port(), peer = free_port();
+  explicit EtcdServer(bool tls = false, int client_port = 0) {
+    int client = client_port ? client_port : free_port(), peer = free_port();
     url = std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(client);
     std::vector<std::string> extra;
     if (tls) {
@@ -478,4 +478,24 @@ TEST_CASE("coordinator: a done host whose agent stopped still counts toward the 
   a.reset();  // a is done and its agent stops (the finish reaches etcd first): 1 host alive, 1 done
   ask(*b, "b");
   REQUIRE(heard.wait_for("b go"));  // the second wave is b's, not a wave of "50% of 1 host" already full
+}
+
+TEST_CASE("coordinator: an abandon retried while etcd was away does not take a wait asked for after it") {
+  int port = EtcdServer::free_port();
+  FleetSettings fs;
+  fs.etcd = {"http://127.0.0.1:" + std::to_string(port)};  // nothing there yet
+  fs.name = "t";
+  fs.host = "a";
+  fs.lease_ttl = base::Millis(3000);
+  Heard heard;
+  Coordinator a(fs, Events{});
+  auto ask = [&](const std::string& tag) {
+    a.acquire("api", "4.0.0", waves({"1"}), nullptr, [&, tag](const Turn& t) { heard.add(tag + " " + turn_name(t.kind)); });
+  };
+  ask("first");
+  a.abandon("api", "4.0.0");  // fails: etcd is not there; tried again later, in order
+  ask("second");
+  EtcdServer server(false, port);  // etcd comes
+  CHECK(heard.wait_for("second go"));
+  CHECK_FALSE(heard.has("first"));
 }
