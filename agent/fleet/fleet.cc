@@ -226,6 +226,7 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
       with_halt.push_back(Etcd::put_op(vp + "halt", halt.dump()));
       if (!etcd_.txn(json::array({Etcd::absent(vp + "halt")}), with_halt, done_ops, &made_halt, err)) return false;
       if (made_halt) spdlog::warn("fleet: {} {} halted on every host of fleet {}: {}", app, version, settings_.name, reason);
+      if (auto w = halt_watches_.find({app, version}); w != halt_watches_.end()) w->second = true;  // halted now, either way
     }
     holding_.erase({app, version});
     if (then) then(made_halt);
@@ -262,7 +263,7 @@ void Coordinator::abandon(const std::string& app, const std::string& version) {
 
 void Coordinator::watch_halt(const std::string& app, const std::string& version) {
   post([this, app, version](std::string*) {
-    halt_watches_.insert({app, version});
+    halt_watches_.emplace(std::make_pair(app, version), false);
     return true;
   });
 }
@@ -415,15 +416,19 @@ bool Coordinator::evaluate(Wait& w, bool* finished, std::string* err) {
 
 bool Coordinator::check_halts(std::string* err) {
   for (auto it = halt_watches_.begin(); it != halt_watches_.end();) {
+    const auto& [app, version] = it->first;
     KeyValue kv;
     bool found = false;
-    if (!etcd_.get(version_prefix(it->first, it->second) + "halt", &kv, &found, err)) return false;
-    if (found) {
+    if (!etcd_.get(version_prefix(app, version) + "halt", &kv, &found, err)) return false;
+    // Lifted: gone after it was seen. (A watch asked for just before the finish that makes the
+    // halt may be read before it exists: that is not a resume.)
+    if (found || !it->second) {
+      it->second = it->second || found;
       ++it;
       continue;
     }
-    spdlog::info("fleet: the halt of {} {} was lifted", it->first, it->second);
-    if (events_.resumed) events_.resumed(it->first, it->second);
+    spdlog::info("fleet: the halt of {} {} was lifted", app, version);
+    if (events_.resumed) events_.resumed(app, version);
     it = halt_watches_.erase(it);
   }
   return true;

@@ -127,7 +127,7 @@ class Coordinator {
   std::deque<std::function<bool(std::string*)>> commands_;  // run in order; one that fails is tried again
   std::vector<std::unique_ptr<Wait>> waits_;
   std::atomic<std::uint64_t> next_wait_id_{1};
-  std::set<std::pair<std::string, std::string>> halt_watches_;
+  std::map<std::pair<std::string, std::string>, bool> halt_watches_;  // (app, version) -> its halt was seen
   std::map<std::string, std::string> published_;             // app -> version
   std::map<std::pair<std::string, std::string>, int> holding_;  // (app, version) -> the slot this host holds
   // Fleet thread only.

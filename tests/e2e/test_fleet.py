@@ -7,7 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -22,7 +25,9 @@ def log_time(stamp):
     return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:23]) / 1000
 
 
-class Fleet(AgentTest):
+class FleetTest(AgentTest):
+    """A 3-member etcd for each test, and the helpers; the tests are in the classes below."""
+
     def setUp(self):
         super().setUp()
         self.etcd = EtcdCluster(3).start()
@@ -115,6 +120,8 @@ class Fleet(AgentTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         return [x["state"] for x in json.loads(r.stdout)["releases"] if x["version"] == version]
 
+
+class Fleet(FleetTest):
     # 1
     def test_a_good_version_rolls_wave_by_wave_and_the_canary_alone_until_its_bake_passed(self):
         self.start_fleet(4, [1, "50%", "100%"])
@@ -281,6 +288,60 @@ class Fleet(AgentTest):
         st = self.fleet_status(holder)
         self.assertEqual(self.states(st), {holder.host: "baking", waiter.host: "waiting"}, st)
 
+
+class GitFleet(FleetTest):
+    """The git trigger in a fleet: the pusher sees the wait in its `remote:` lines."""
+
+    def git(self, *args, cwd):
+        r = subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def test_the_git_pusher_sees_the_wait_for_a_fleet_slot(self):
+        hosts = []
+        for i in range(2):
+            host, port = f"web-{i + 1:02d}", free_port()
+            spec = {"name": "web", "command": ["node", "server.js"], "instances": 1, "listen": [f"127.0.0.1:{port}"],
+                    "ready_timeout": "10s", "bake": "1s", "fleet_waves": [1]}
+            a = self.agent([spec], tables={"fleet": {"etcd": self.etcd.endpoints, "name": "t", "host": host, "lease_ttl": "3s"}})
+            a.host, a.bare = host, os.path.join(a.dir, "web.git")
+            spec["git"], spec["branch"] = a.bare, "main"
+            a.write_config()
+            a.start(wait_ready=False)
+            wait_until(lambda a=a: os.access(os.path.join(a.bare, "hooks", "post-receive"), os.X_OK), 10, "the bare repository")
+            r = a.cli("deploy", "web", "--from", a.make_release("1.0.0"), "--no-fleet")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            a.apps[0]["bake"] = "60s"  # web-01 holds its slot a while
+            a.write_config()
+            self.assertIn("config reloaded", a.sighup())
+            hosts.append(a)
+        work = os.path.join(self.tmp, "work")
+        self.git("init", "-q", "-b", "main", work, cwd=self.tmp)
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "fixture", "server.js"), work)
+        with open(os.path.join(work, "package.json"), "w") as f:
+            json.dump({"name": "fixture", "version": "2.0.0"}, f)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-qm", "2.0.0", cwd=work)
+        pushes, heard = [], []
+
+        def push(bare):
+            # Its own process group: the hook and the agent client under git go with it at the end.
+            p = subprocess.Popen(["git", "push", bare, "main"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            lines = []
+            threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")), daemon=True).start()
+            pushes.append(p)
+            heard.append(lines)
+            self.addCleanup(lambda: (os.killpg(p.pid, signal.SIGKILL), p.wait(10), p.stdout.close()))
+
+        push(hosts[0].bare)
+        wait_until(lambda: "bake_left_s" in hosts[0].app_status("web"), 30, "web-01 to roll the push and bake it")
+        push(hosts[1].bare)
+        line = wait_until(lambda: next((l for l in heard[1] if "waiting for a fleet slot: web-01" in l), None), 30,
+                          "web-02's pusher to see the wait")
+        self.assertRegex(line, r"^remote: agent: waiting for a fleet slot: web-01 baking 2\.0\.0\S* \(wave 1 of 2")
+        self.assertTrue(hosts[1].app_status("web").get("fleet_waiting"))
 
 if __name__ == "__main__":
     unittest.main()

@@ -499,3 +499,31 @@ TEST_CASE("coordinator: an abandon retried while etcd was away does not take a w
   CHECK(heard.wait_for("second go"));
   CHECK_FALSE(heard.has("first"));
 }
+
+TEST_CASE("coordinator: a halt watched before it exists is not taken for a lifted one") {
+  EtcdServer server;
+  Heard heard;
+  Events ev;
+  ev.resumed = [&](const std::string& app, const std::string& version) { heard.add("resumed " + app + " " + version); };
+  Coordinator a(settings(server, "a"), ev);
+  auto round_trip = [&] {  // a command answered, then the rest of that step (check_halts) ran too: twice
+    for (int i = 0; i < 2; ++i) {
+      std::atomic<bool> got{false};
+      a.status("", {}, [&](const nlohmann::json&, const std::string&) { got = true; });
+      auto until = std::chrono::steady_clock::now() + 10s;
+      while (!got && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+      REQUIRE(got);
+    }
+  };
+  a.acquire("api", "5.0.0", waves({"1"}), nullptr, [&](const Turn& t) { heard.add(std::string("turn ") + turn_name(t.kind)); });
+  REQUIRE(heard.wait_for("turn go"));
+  a.watch_halt("api", "5.0.0");  // the supervisor asks this just before the failing verdict
+  round_trip();                  // ... and a step may read the halt before the verdict made it
+  a.finish("api", "5.0.0", false, "bake failed");
+  round_trip();
+  CHECK_FALSE(heard.has("resumed"));
+  std::atomic<bool> done{false};
+  a.resume("api", "5.0.0", [&](bool ok, const std::string&) { done = ok; });
+  REQUIRE(heard.wait_for("resumed api 5.0.0"));
+  CHECK(done);
+}
