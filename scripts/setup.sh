@@ -27,6 +27,8 @@ pkgs=(
   etcd-server etcd-client
   # certificates for the etcd TLS test
   openssl
+  # metrics: a real Prometheus scrapes the agent; promtool checks the output and the example rules
+  prometheus
 )
 
 missing=()

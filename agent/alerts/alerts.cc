@@ -31,6 +31,7 @@ void Alerts::configure(const AlertSettings& settings) {
 
 void Alerts::raise(const Alert& a) {
   spdlog::warn("ALERT {} [{}]: {}{}", a.app, a.kind, a.summary, a.detail.empty() ? "" : " — " + a.detail);
+  counts_[{a.app, a.kind}]++;
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
   nlohmann::json j = {{"time", releases::iso_time(std::chrono::system_clock::to_time_t(now))},

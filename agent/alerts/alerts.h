@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,8 @@ class Alerts {
   /// delivery happens elsewhere.
   void raise(const Alert& a);
   const std::string& path() const { return path_; }
+  /// Alerts raised since start, by (app, kind), for /metrics.
+  const std::map<std::pair<std::string, std::string>, std::uint64_t>& counts() const { return counts_; }
   /// alerts.jsonl is rotated past this size; kKeepFiles older files are kept.
   static constexpr std::uint64_t kMaxBytes = 1 << 20;
   static constexpr int kKeepFiles = 3;
@@ -42,6 +45,7 @@ class Alerts {
  private:
   std::string path_;
   std::unique_ptr<Delivery> delivery_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t> counts_;
 };
 
 }  // namespace agent

@@ -233,6 +233,12 @@ void read_agent(const toml::table& t, AgentSettings* a, Ctx& ctx) {
     r.error(*t.get("control_group"), "control_group", "group \"" + a->control_group + "\" does not exist on this host");
   r.size("log_max_size", &a->log_max_size);
   r.integer("log_max_files", &a->log_max_files, 0, 1000);
+  std::string metrics;
+  if (r.string("metrics_listen", &metrics)) {
+    std::string err;
+    if (auto l = base::parse_listen(metrics, &err)) a->metrics_listen = *l;
+    else r.error(*t.get("metrics_listen"), "metrics_listen", err);
+  }
   r.reject_unknown();
 }
 

@@ -34,6 +34,7 @@ struct AgentSettings {
   std::string control_group;  // empty: socket is 0600, owner only
   std::uint64_t log_max_size = 10ull << 20;  // a worker log rotates past this
   int log_max_files = 5;                     // rotated files kept per app
+  std::optional<base::ListenAddress> metrics_listen;  // /metrics and /healthz (README "Metrics")
 };
 
 struct AlertSettings {

@@ -206,6 +206,10 @@ bool Daemon::start(std::string* err) {
     on_request(std::move(s), req);
   });
   if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
+  if (cfg_.agent.metrics_listen) {
+    metrics_ = std::make_unique<MetricsServer>(loop_, [this] { return render_metrics(); }, [this] { return healthz(); });
+    if (!metrics_->listen(*cfg_.agent.metrics_listen, err)) return *err = "metrics_listen: " + *err, false;
+  }
   for (const auto& app : cfg_.apps) {
     PreparedApp prepared;
     if (!prepare_app(app, cfg_.agent, true, &prepared, err)) return false;
@@ -307,7 +311,9 @@ void Daemon::reload_config() {
   const AgentSettings &a = cfg_.agent, &b = next.agent;
   for (auto [key, changed] : {std::pair{"state_dir", a.state_dir != b.state_dir}, {"log_dir", a.log_dir != b.log_dir},
                               {"control_socket", a.control_socket != b.control_socket},
-                              {"control_group", a.control_group != b.control_group}})
+                              {"control_group", a.control_group != b.control_group},
+                              {"metrics_listen", (a.metrics_listen ? a.metrics_listen->canonical() : "") !=
+                                                     (b.metrics_listen ? b.metrics_listen->canonical() : "")}})
     if (changed) {
       spdlog::error("SIGHUP: [agent] {} takes effect only at start (restart the agent to change it); keeping the running config", key);
       return;

@@ -17,6 +17,7 @@
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
 #include "agent/daemon/control.h"
+#include "agent/daemon/metrics.h"
 #include "agent/fleet/fleet.h"
 #include "agent/process/orphans.h"
 #include "base/event_loop.h"
@@ -64,6 +65,9 @@ class Daemon {
   void on_fleet_request(std::shared_ptr<Session> s, const ControlRequest& req);
   /// [fleet]: the coordinator, its events posted to the loop.
   void start_fleet();
+  /// /metrics and /healthz (daemon_metrics.cc).
+  std::string render_metrics() const;
+  std::pair<bool, std::string> healthz() const;
   bool authorized(uid_t uid) const;
   void close_unused_sockets();
 
@@ -74,6 +78,7 @@ class Daemon {
   // Before the apps: they hold a pointer to it, and go first.
   std::unique_ptr<fleet::Coordinator> fleet_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<MetricsServer> metrics_;
   std::map<std::string, int> sockets_;  // canonical address -> listening fd
   std::map<std::string, std::unique_ptr<AppSupervisor>> apps_;
   std::vector<std::unique_ptr<AppSupervisor>> retired_;  // removed by a reload, draining

@@ -90,6 +90,7 @@ void AppMachine::end_bake() {
   std::string passed = "baked " + base::format_duration(app_.bake) +
                        (app_.health_path.empty() ? ": no worker exited" : ": " + std::to_string(bake_.probes_ok) + " probes ok");
   say(passed);
+  stats_.bakes["passed"]++;
   record(journal_write(JournalWrite::Kind::Baked, bake_.release, passed), [this, message = bake_.live_message + "; " + passed] { finish_op(true, message); });
 }
 
@@ -101,6 +102,8 @@ void AppMachine::fail_bake(const std::string& reason) {
   if (phase_ != Phase::Baking) return;
   stop_bake_timers();
   Bake b = bake_;
+  stats_.bakes["failed"]++;
+  deploy_result_ = "bake_failed";
   failure_alert({app_.name, "bake_failed", "release " + b.release + " failed its bake: " + reason,
                  b.previous.empty() ? "there is no earlier release to go back to: it keeps running"
                                     : "rolling back to " + b.previous + "; see agent releases " + app_.name,

@@ -86,6 +86,25 @@ enum class Phase { Idle, Staging, Building, Rolling, Launching, Stopping, Disk, 
 enum class Health { Unknown, Healthy, Unhealthy };
 const char* health_name(Health h);
 
+/// Buckets of seconds, counts per bucket, sum: a Prometheus histogram (README "Metrics").
+struct Histogram {
+  std::vector<double> bounds;
+  std::vector<std::uint64_t> counts;  // per bound, not cumulative; one more for +Inf
+  double sum = 0;
+  std::uint64_t count = 0;
+  explicit Histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1, 0) {}
+  void observe(double seconds);
+};
+
+/// What an app's machine counted since the agent started, for /metrics.
+struct MachineStats {
+  std::map<std::string, std::uint64_t> deploys;  // by result: ok, failed, refused, halted, bake_failed
+  std::map<std::string, std::uint64_t> bakes;    // passed, failed
+  std::uint64_t restarts = 0;                    // crash restarts, every slot
+  Histogram rollout{{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};  // a rollout, begin to commit or abort
+  Histogram drain{{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};  // a worker, drain signal to exit
+};
+
 /// A journal write the machine asks for; the shell runs it on the store thread.
 struct JournalWrite {
   // Halted: the fleet halted the release's version before it rolled here. Note: a line in the
@@ -231,6 +250,7 @@ class AppMachine {
   const OpRequest* running() const { return running_ ? &*running_ : nullptr; }
   const OpRequest* pending() const { return pending_ ? &*pending_ : nullptr; }
   Health health() const { return health_; }
+  const MachineStats& stats() const { return stats_; }
   /// The last failed probe's detail ("GET /healthz: HTTP 500: ..."), "" when none failed yet.
   const std::string& last_probe_failure() const { return last_probe_failure_; }
   /// While baking: the release and the time left.
@@ -252,6 +272,7 @@ class AppMachine {
     std::string failure;
     std::string was_current;  // `current` when it began: what a failed bake goes back to
     std::string bad_release, bake_failure;  // set: this rollout takes a release that failed its bake out
+    base::Clock::time_point started;
   };
   struct FleetWait {
     OpRequest op;
@@ -335,6 +356,8 @@ class AppMachine {
   Rollout rollout_;
   Bake bake_;
   std::optional<FleetWait> waiting_;
+  MachineStats stats_;
+  std::string deploy_result_;  // how the running deploy ends when it fails: refused, halted, bake_failed (else failed)
   std::string fleet_version_;  // the version whose fleet slot the running deploy holds
   bool fleet_rolled_ = false;  // ... and its rollout began: a failure now halts the version
   Health health_ = Health::Unknown;

@@ -62,6 +62,7 @@ void AppMachine::start_op(OpRequest op) {
   running_ = std::move(op);
   op_started_ = loop_.now();
   fleet_rolled_ = false;
+  deploy_result_.clear();
   const OpRequest& r = *running_;
   switch (r.kind) {
     case OpRequest::Kind::Deploy: {
@@ -128,9 +129,18 @@ void AppMachine::start_op(OpRequest op) {
   }
 }
 
+void Histogram::observe(double seconds) {
+  size_t i = 0;
+  while (i < bounds.size() && seconds > bounds[i]) ++i;
+  counts[i]++;
+  sum += seconds;
+  count++;
+}
+
 void AppMachine::finish_op(bool ok, const std::string& message) {
   phase_ = Phase::Idle;
   if (!running_) return;
+  if (running_->kind == OpRequest::Kind::Deploy) stats_.deploys[ok ? "ok" : deploy_result_.empty() ? "failed" : deploy_result_]++;
   // The verdict of a turn in the fleet: done, or failed (the version halts fleet-wide). A
   // refusal before any worker was touched (preflight, sockets) says nothing of the version:
   // the slot is given back instead.
@@ -221,6 +231,7 @@ void AppMachine::resume_waiting() {
   op_started_ = loop_.now();
   if (w.turn->kind == FleetTurn::Kind::Halted) {
     std::string why = "version " + w.version + " is " + w.turn->reason;
+    deploy_result_ = "halted";
     say("not rolling " + w.release + ": " + why);
     return record(journal_write(JournalWrite::Kind::Halted, w.release, w.turn->reason), [this, why] { finish_op(false, "halted: " + why); });
   }
@@ -272,6 +283,7 @@ void AppMachine::record_failed(const std::string& release, const std::string& re
 void AppMachine::on_staged(const StageOutcome& s) {
   if (!running_ || phase_ != Phase::Staging) return;  // cancelled by a shutdown meanwhile
   if (!s.ok) {
+    deploy_result_ = "refused";
     fx_.alert({app_.name, "deploy_refused", "deploy refused: " + s.error, "nothing running was touched", 0, ""});
     JournalWrite w;
     w.kind = JournalWrite::Kind::Refused;
@@ -308,6 +320,7 @@ void AppMachine::on_built(const std::string& release, const BuildOutcome& b) {
     size_t from = b.tail.size() > 5 ? b.tail.size() - 5 : 0;
     for (size_t i = from; i < b.tail.size(); ++i) why += (i == from ? " " : " | ") + b.tail[i];
   }
+  deploy_result_ = "refused";
   fx_.alert({app_.name, "deploy_refused", why + " (release " + release + ")", "nothing running was touched; see agent logs " + app_.name, 0, release});
   record_failed(release, why, [this, why] { finish_op(false, "refused: " + why); });
 }
@@ -320,6 +333,7 @@ bool AppMachine::preflight(const std::string& release, bool journal_refusal) {
     return true;
   }
   std::string why = "preflight of " + release + ": " + err;
+  if (running_ && running_->kind == OpRequest::Kind::Deploy && deploy_result_.empty()) deploy_result_ = "refused";
   fx_.alert({app_.name, "deploy_refused", why, "nothing running was touched; see agent env " + app_.name + " --release " + release, 0, release});
   if (journal_refusal && running_ && running_->kind == OpRequest::Kind::Deploy) {
     record_failed(release, err, [this, why] { finish_op(false, "refused: " + why); });
@@ -355,6 +369,7 @@ void AppMachine::begin_rollout(OpRequest::Kind kind, const std::string& target, 
     fx_.journal(journal_write(JournalWrite::Kind::Note, target, "deployed past the fleet's gate (--no-fleet)"), [](bool, const std::string&) {});
   }
   rollout_ = Rollout{};
+  rollout_.started = loop_.now();
   rollout_.kind = kind;
   rollout_.target = target;
   rollout_.version = fx_.version_of(target);
@@ -498,6 +513,7 @@ void AppMachine::complete_rollout() {
   Rollout ro = std::move(rollout_);
   rollout_ = Rollout{};
   phase_ = Phase::Idle;
+  stats_.rollout.observe(std::chrono::duration<double>(loop_.now() - ro.started).count());
   if (!ro.bad_release.empty()) return finish_bake_rollback(ro);
   if (!ro.failure.empty()) {
     auto reverted = [this, ro] {

@@ -86,6 +86,12 @@ class AppSupervisor : private Effects {
   /// boot() has run and no operation is running or waiting: the app is as up as it will get.
   bool settled() const { return booted_ && !machine_.running() && !machine_.pending(); }
   nlohmann::json status() const;
+  /// The machine: its workers, slots and counters (/metrics).
+  const AppMachine& machine() const { return machine_; }
+  std::optional<std::string> current_release() const { return store_.current(); }
+  /// Resident memory of a process, from /proc (0 when it is gone).
+  static std::uint64_t rss_of(pid_t pid);
+  std::string version_of_release(const std::string& release) const { return release_version(release); }
 
  private:
   // Effects (machine.h), with the real world.
@@ -181,7 +187,6 @@ class AppSupervisor : private Effects {
   void refresh_account();
   /// The cached account, or a fresh lookup when the last one failed.
   bool account(Account* out, std::string* err);
-  static std::uint64_t rss_of(pid_t pid);
   /// The version `release` declares (package.json or the marker), "" if it says none.
   std::string release_version(const std::string& release) const;
   /// What a worker of `release` in `slot` (-1: any) is launched with, read afresh.

@@ -138,6 +138,7 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
   Slot* slot = gone.slot < static_cast<int>(slots_.size()) ? &slots_[static_cast<size_t>(gone.slot)] : nullptr;
   std::string name = worker_name(gone);
   if (gone.state == WorkerState::Draining) {
+    stats_.drain.observe(std::chrono::duration<double>(loop_.now() - gone.drain_started).count());
     spdlog::info("{}: {} {} after draining {}", app_.name, name, reason, ms_text(loop_.now() - gone.drain_started));
   } else if (slot && slot->incoming == pid) {
     slot->incoming = 0;
@@ -148,12 +149,14 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
     if (phase_ == Phase::Baking && !stopped_ && !shutting_down_) {
       // During its bake a release does not get restarted: it goes back out (bake.cc).
       slot->restarts++;
+      stats_.restarts++;
       fail_bake(name + " exited during the bake: " + how + last_output);
     } else if (!stopped_ && !shutting_down_) {
       bool healthy = gone.state == WorkerState::Ready && loop_.now() - gone.ready_at >= kHealthyPeriod;
       if (healthy) slot->crashes = 0, slot->loop_alerted = false;
       slot->crashes++;
       slot->restarts++;
+      stats_.restarts++;
       spdlog::warn("{}: {} {}{}; restarting in {}", app_.name, name, reason,
                    gone.state == WorkerState::Starting ? " before ready" : "", base::format_duration(backoff(slot->crashes)));
       if (slot->crashes >= kCrashLoop && !slot->loop_alerted) {

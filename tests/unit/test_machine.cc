@@ -871,3 +871,35 @@ TEST_CASE("fleet: a deploy queued behind a staging one replaces it once that one
   r.settle();
   CHECK(r.world.fleet_calls.back() == "abandon v-R4");
 }
+
+TEST_CASE("stats for /metrics: deploys by result, bakes, crash restarts, rollout and drain durations") {
+  Rig r(app_config(1));
+  r.go_live("R1");
+  r.world.preflight_ok = false;
+  r.deploy("R2");  // refused by preflight
+  r.world.preflight_ok = true;
+  r.world.fleet = true;
+  r.deploy("R3");
+  r.world.turn_then({FleetTurn::Kind::Halted, "halted by web-09: bake failed"});
+  r.settle();
+  r.world.fleet = false;
+  r.m->set_config(baking_config(1));
+  r.deploy("R4");
+  r.ready_all("R4");
+  for (int i = 0; i < 3; ++i) r.m->on_probe(false, "GET /healthz: HTTP 500");
+  r.settle();
+  r.ready_all("R1");  // back on R1
+  for (pid_t p : r.world.pids_of("R4")) r.exit(p, "exited with status 0");
+  r.advance(1500ms);
+  r.exit(r.serving()[0], "exited with status 1");  // a crash: restarted
+  const MachineStats& s = r.m->stats();
+  CHECK(s.deploys.at("ok") == 1);
+  CHECK(s.deploys.at("refused") == 1);
+  CHECK(s.deploys.at("halted") == 1);
+  CHECK(s.deploys.at("bake_failed") == 1);
+  CHECK_FALSE(s.deploys.count("failed"));
+  CHECK(s.bakes.at("failed") == 1);
+  CHECK(s.restarts == 1);
+  CHECK(s.rollout.count == 3);  // R1, R4, and the way back to R1
+  CHECK(s.drain.count >= 1);
+}
