@@ -229,6 +229,7 @@ void AppMachine::resume_waiting() {
   running_ = std::move(w.op);
   running_->fleet_passed = true;
   op_started_ = loop_.now();
+  deploy_result_.clear();
   if (w.turn->kind == FleetTurn::Kind::Halted) {
     std::string why = "version " + w.version + " is " + w.turn->reason;
     deploy_result_ = "halted";
