@@ -40,8 +40,9 @@ Usage: agent [-c FILE] COMMAND [ARGS]
 
 Commands:
   run      [-c FILE]                 the daemon, in the foreground
-  status   [APP] [--json]            apps, current release, workers (pid, release, state,
-                                     uptime, rss, restarts)
+  status   [APP] [--json | --check]  apps, current release, workers (pid, release, state,
+                                     uptime, rss, restarts); --check: exit 0 all up,
+                                     1 degraded, 2 down (Nagios-style)
   deploy   APP [--from DIR | --rev REV] [--no-fleet]
                                      stage DIR (default: the app's source), or export commit
                                      REV from the app's git repository, and roll it out;
@@ -52,7 +53,7 @@ Commands:
   rollback [N] [APP] | --to ID [APP] back N activated releases (default 1), skipping failed
                                      and rolled-back ones, with the same rolling swap
   releases [APP] [--json]            releases on disk: id, version, source, state, current
-  env      APP [--release ID] [--json]
+  env      APP [--release ID] [--json] [--show-secrets]
                                      the launch environment a worker gets, where each
                                      variable comes from, and where command[0] resolves
   logs     APP [-f] [-n N]           the workers' output (last N lines, default 50; -f follows)
@@ -74,12 +75,14 @@ const std::map<std::string, std::string> kVerbHelp = {
     {"fleet", kFleetHelp},
     {"check", "Usage: agent check [-c FILE]\n\nReads the config and reports every problem as file:line:col: message.\n"
               "Exit 0 when the file is valid, 1 when it is not.\n"},
-    {"env", "Usage: agent env APP [--release ID] [--json] [-c FILE]\n\n"
+    {"env", "Usage: agent env APP [--release ID] [--json] [--show-secrets] [-c FILE]\n\n"
             "Prints the exact environment a worker of APP starts with, built the way the daemon builds it:\n"
             "the inherit allow-list, the account's HOME/USER/LOGNAME, env_file, [app.env], then the agent's\n"
             "own variables, with PATH composed entry by entry. Each variable shows where it came from, and\n"
             "the last line says where command[0] resolves. Uses the current release (or --release ID; the\n"
             "source directory when nothing is deployed yet). Needs no daemon.\n"
+            "Values of variables whose names look secret (PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL, PRIVATE)\n"
+            "are hidden unless --show-secrets.\n"
             "Exit 1 when command[0] does not resolve: the daemon would refuse to deploy.\n"},
     {"deploy", "Usage: agent deploy APP [--from DIR | --rev REV] [-c FILE]\n\n"
                "Stages a new release and rolls it out, batch by batch, printing each step. The release is a copy\n"
@@ -181,6 +184,18 @@ int cmd_check(const Args& a) {
   return 0;
 }
 
+// A variable whose name says it holds a secret: its value is not printed by `agent env`
+// unless --show-secrets (the terminal, a pasted bug report, a CI log would keep it).
+bool looks_secret(const std::string& name) {
+  std::string up;
+  for (char c : name) up += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (const char* word : {"PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE"})
+    if (up.find(word) != std::string::npos) return true;
+  return false;
+}
+
+constexpr const char* kHidden = "<hidden: agent env --show-secrets>";
+
 int cmd_env(const Args& a) {
   Config cfg;
   if (!load(a, &cfg)) return 1;
@@ -232,7 +247,12 @@ int cmd_env(const Args& a) {
   if (a.json) {
     nlohmann::json j = {{"app", app->name}, {"release", note.starts_with("nothing is deployed") ? nlohmann::json(nullptr) : nlohmann::json(ctx.release_id)}, {"release_dir", ctx.release_dir},
                         {"version", ctx.version}, {"user", ctx.account.name}};
-    for (const auto& v : env.vars) j["env"].push_back({{"name", v.name}, {"value", v.value}, {"origin", v.origin}});
+    bool show = a.options.count("show-secrets") > 0;
+    for (const auto& v : env.vars) {
+      bool hide = !show && looks_secret(v.name);
+      j["env"].push_back({{"name", v.name}, {"value", hide ? nlohmann::json(nullptr) : nlohmann::json(v.value)}, {"origin", v.origin}});
+      if (hide) j["env"].back()["hidden"] = true;
+    }
     for (const auto& p : env.path) j["path"].push_back({{"dir", p.dir}, {"origin", p.origin}, {"exists", base::is_directory(p.dir)}});
     j["path_dropped"] = env.dropped;
     j["command"] = app->command;
@@ -248,7 +268,8 @@ int cmd_env(const Args& a) {
   if (!note.empty()) std::printf("# %s\n", note.c_str());
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"ORIGIN", "VARIABLE"});
-  for (const auto& v : env.vars) rows.push_back({v.origin, v.name + "=" + v.value});
+  for (const auto& v : env.vars)
+    rows.push_back({v.origin, v.name + "=" + (!a.options.count("show-secrets") && looks_secret(v.name) ? kHidden : v.value)});
   print_table(rows);
   std::printf("\nPATH, in order:\n");
   rows.clear();
@@ -376,7 +397,8 @@ int call(const Config& cfg, const nlohmann::json& req, bool print_final = true) 
 
 int cmd_status(const Args& a) {
   Config cfg;
-  if (!load_for_client(a, &cfg)) return 1;
+  bool check = a.options.count("check") > 0;
+  if (!load_for_client(a, &cfg)) return check ? 2 : 1;
   nlohmann::json req = {{"verb", "status"}};
   if (!a.positional.empty()) req["app"] = a.positional[0];
   nlohmann::json data;
@@ -385,6 +407,13 @@ int cmd_status(const Args& a) {
     if (j.value("ok", false)) data = j.value("data", nlohmann::json());
     else failure = j.value("message", "failed");
   }, &err);
+  if (check) {
+    if (!reached || !failure.empty()) return std::printf("DOWN: %s\n", (reached ? failure : err).c_str()), 2;
+    std::string report;
+    int rc = status_check(data, &report);
+    std::fputs(report.c_str(), stdout);
+    return rc;
+  }
   if (!reached) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
   if (!failure.empty()) return std::fprintf(stderr, "agent: %s\n", failure.c_str()), 1;
   if (a.json) return std::printf("%s\n", data.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str()), 0;
@@ -547,6 +576,23 @@ int cmd_logs(const Args& a) {
 
 }  // namespace
 
+int status_check(const nlohmann::json& status, std::string* report) {
+  int rc = 0;
+  for (const auto& app : status.value("apps", nlohmann::json::array())) {
+    std::string name = app.value("app", "?");
+    int want = app.value("instances", 0), ready = 0;
+    for (const auto& w : app.value("workers", nlohmann::json::array()))
+      ready += w.value("role", "") == "serving" && w.value("state", "") == "ready";
+    std::string word = "OK";
+    std::string line = name + ": " + std::to_string(ready) + " of " + std::to_string(want) + " workers ready";
+    if (app.value("state", "") == "stopped") word = "DOWN", line = name + ": stopped", rc = 2;
+    else if (ready == 0 && want > 0) word = "DOWN", rc = 2;
+    else if (ready < want) word = "DEGRADED", rc = std::max(rc, 1);
+    *report += word + " " + line + "\n";
+  }
+  return rc;
+}
+
 int run_cli(int argc, char** argv) {
   Args a;
   a.config = default_config_path();
@@ -575,6 +621,8 @@ int run_cli(int argc, char** argv) {
       if (!v) return usage_error(s + " needs a value");
       a.options[s == "-n" ? "n" : s.substr(2)] = v;
     } else if (s == "--no-fleet") a.options["no-fleet"] = "1";
+    else if (s == "--show-secrets") a.options["show-secrets"] = "1";
+    else if (s == "--check") a.options["check"] = "1";
     else if (s == "-f" || s == "--follow") a.follow = true;
     else if (s.starts_with("-") && s != "-") return usage_error("unknown option " + s);
     else if (a.verb.empty()) a.verb = s;
@@ -590,6 +638,9 @@ int run_cli(int argc, char** argv) {
     return 0;
   }
   if (a.verb == "check") return a.positional.empty() ? cmd_check(a) : usage_error("check takes no arguments (use -c FILE)");
+  if (a.options.count("show-secrets") && a.verb != "env") return usage_error("--show-secrets is for env");
+  if (a.options.count("check") && a.verb != "status") return usage_error("--check is for status");
+  if (a.options.count("check") && a.json) return usage_error("status takes --check or --json, not both");
   if (a.verb == "env") return a.positional.size() <= 1 ? cmd_env(a) : usage_error("env takes one APP");
   if (a.verb == "releases") return a.positional.size() <= 1 ? cmd_releases(a) : usage_error("releases takes one APP");
   if (a.verb == "run") return a.positional.empty() ? cmd_run(a) : usage_error("run takes no arguments (use -c FILE)");

@@ -2,12 +2,18 @@
 // Exit codes: 0 done, 1 refused or failed (a message says why), 2 usage error.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace agent {
 
 int run_cli(int argc, char** argv);
+
+/// `agent status --check`, as Nagios-style checks want it: 0 every app has `instances` ready
+/// workers, 1 degraded (some, not all), 2 down (an app stopped or with none ready). One line
+/// per app in *report ("OK web: 2 of 2 workers ready"). `status` is the daemon's status JSON.
+int status_check(const nlohmann::json& status, std::string* report);
 
 /// `agent fleet ...` (cli_fleet.cc): `args` after "fleet", the control socket to ask.
 int run_fleet_cli(const std::string& socket, const std::vector<std::string>& args, bool as_json);

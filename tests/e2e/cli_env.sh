@@ -19,6 +19,8 @@ listen = ["127.0.0.1:18197"]
 [app.env]
 NODE_ENV = "production"
 LANG = "zh_CN.UTF-8"
+DB_PASSWORD = "s3cret-pw"
+stripe_api_key = "sk_live_x1"
 TOML
 
 run env -i PATH="$TMP/tools/bin:/usr/bin:/bin" LANG=C SECRET_TOKEN=hunter2 "$AGENT" env web -c "$TMP/agent.toml"
@@ -32,6 +34,18 @@ expect_out "PATH=$TMP/src/node_modules/.bin:$TMP/src/.node/bin:$TMP/tools/bin:/u
 expect_out "nothing is deployed yet"
 expect_no_out "SECRET_TOKEN"
 expect_no_out "hunter2"
+# Values whose names look secret are hidden unless asked for.
+expect_out "DB_PASSWORD=<hidden: agent env --show-secrets>"
+expect_out "stripe_api_key=<hidden: agent env --show-secrets>"
+expect_no_out "s3cret-pw"
+expect_no_out "sk_live_x1"
+run env -i PATH="$TMP/tools/bin:/usr/bin:/bin" "$AGENT" env web --show-secrets -c "$TMP/agent.toml"
+expect_rc 0
+expect_out "DB_PASSWORD=s3cret-pw"
+expect_out "stripe_api_key=sk_live_x1"
+run "$AGENT" status --show-secrets -c "$TMP/agent.toml"
+expect_rc 2
+expect_err "--show-secrets is for env"
 
 # The JSON form, for scripts.
 run env -i PATH="$TMP/tools/bin:/usr/bin:/bin" "$AGENT" env web --json -c "$TMP/agent.toml"
@@ -44,6 +58,8 @@ assert j["command_resolved"] == tmp + "/tools/bin/frontend-build", j
 assert env["PATH"]["origin"] == "composed"
 assert env["READY_FD"]["value"] == "4"
 assert env["LISTEN_FDS"]["value"] == "1"
+assert env["DB_PASSWORD"]["value"] is None and env["DB_PASSWORD"]["hidden"] is True, env["DB_PASSWORD"]
+assert "hidden" not in env["NODE_ENV"]
 assert [p["origin"] for p in j["path"]] == ["release", "release", "inherited", "inherited", "inherited"], j["path"]
 PY
 

@@ -74,9 +74,13 @@ class Metrics(AgentTest):
                        metrics_listen=f"127.0.0.1:{mport}")
         a.start(wait_ready=False)
         self.assertEqual(get(mport, "/healthz"), (503, "web: 0 of 2 workers ready\n"))
+        check = a.cli("status", "--check")
+        self.assertEqual((check.returncode, check.stdout), (2, "DOWN web: 0 of 2 workers ready\n"))
         r = a.cli("deploy", "web", "--from", a.make_release("1.0.0"))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(get(mport, "/healthz"), (200, "web: 2 of 2 workers ready\n"))
+        check = a.cli("status", "--check")
+        self.assertEqual((check.returncode, check.stdout), (0, "OK web: 2 of 2 workers ready\n"))
         code, text = get(mport, "/metrics")
         self.assertEqual(code, 200)
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
@@ -102,8 +106,13 @@ class Metrics(AgentTest):
         # Stopped: not healthy, and says why. An unknown path: 404.
         self.assertEqual(a.cli("stop", "web").returncode, 0)
         self.assertEqual(get(mport, "/healthz"), (503, "web: stopped\n"))
+        check = a.cli("status", "--check")
+        self.assertEqual((check.returncode, check.stdout), (2, "DOWN web: stopped\n"))
         self.assertEqual(get(mport, "/nope")[0], 404)
         self.assertEqual(a.stop(), 0)
+        check = a.cli("status", "--check")  # the agent itself is gone
+        self.assertEqual(check.returncode, 2)
+        self.assertTrue(check.stdout.startswith("DOWN: cannot reach the agent"), check.stdout)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 // for it, without sockets or processes.
 #include <doctest/doctest.h>
 
+#include "agent/daemon/cli.h"
 #include "agent/daemon/metrics.h"
 
 using namespace agent;
@@ -39,4 +40,26 @@ TEST_CASE("metrics: the agent's own process_* series") {
     CHECK(m.str().find(std::string("\n") + name) != std::string::npos);
   CHECK(cpu_seconds_of(getpid()) >= 0);
   CHECK(cpu_seconds_of(0x7ffffff0) == -1);
+}
+
+TEST_CASE("status --check: 0 all up, 1 degraded, 2 down, one line per app") {
+  auto app = [](const char* name, int instances, int ready, const char* state = "running") {
+    nlohmann::json workers = nlohmann::json::array();
+    for (int i = 0; i < instances; ++i)
+      workers.push_back({{"role", "serving"}, {"state", i < ready ? "ready" : "starting"}});
+    workers.push_back({{"role", "draining"}, {"state", "draining"}});  // never counts
+    return nlohmann::json{{"app", name}, {"instances", instances}, {"state", state}, {"workers", workers}};
+  };
+  std::string report;
+  CHECK(status_check({{"apps", {app("web", 2, 2), app("api", 1, 1)}}}, &report) == 0);
+  CHECK(report == "OK web: 2 of 2 workers ready\nOK api: 1 of 1 workers ready\n");
+  report.clear();
+  CHECK(status_check({{"apps", {app("web", 2, 1), app("api", 1, 1)}}}, &report) == 1);
+  CHECK(report.find("DEGRADED web: 1 of 2 workers ready") == 0);
+  report.clear();
+  CHECK(status_check({{"apps", {app("web", 2, 1), app("api", 1, 0)}}}, &report) == 2);
+  CHECK(report.find("DOWN api: 0 of 1 workers ready") != std::string::npos);
+  report.clear();
+  CHECK(status_check({{"apps", {app("web", 2, 0, "stopped")}}}, &report) == 2);
+  CHECK(report == "DOWN web: stopped\n");
 }
