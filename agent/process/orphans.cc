@@ -29,21 +29,21 @@ int open_pidfd(pid_t pid) {
 }
 int dup_from(int pidfd, int target) { return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, target, 0)); }
 
-// The fields of /proc/<pid>/stat after "pid (comm)", so fields()[0] is field 3 (state). comm
-// may hold spaces and parentheses: the fields resume after the last ')'. Empty when gone.
+}  // namespace
+
 std::vector<std::string> stat_fields(pid_t pid) {
   std::vector<std::string> out;
   std::string stat, err;
-  if (pid <= 0 || !base::read_file("/proc/" + std::to_string(pid) + "/stat", &stat, &err)) return out;
+  if (pid < 0 || !base::read_file(pid == 0 ? "/proc/self/stat" : "/proc/" + std::to_string(pid) + "/stat", &stat, &err)) return out;
   size_t close = stat.rfind(')');
   if (close == std::string::npos) return out;
   std::istringstream in(stat.substr(close + 1));
   for (std::string f; in >> f;) out.push_back(f);
   return out;
 }
-}  // namespace
 
 unsigned long long process_start_time(pid_t pid) {
+  if (pid <= 0) return 0;
   auto f = stat_fields(pid);  // starttime is field 22
   return f.size() > 19 ? std::strtoull(f[19].c_str(), nullptr, 10) : 0;
 }

@@ -55,4 +55,9 @@ void stop_orphans(const std::vector<Orphan>& orphans, int sig);
 /// "starttime" of /proc/<pid>/stat (clock ticks after boot), or 0 when the process is gone.
 unsigned long long process_start_time(pid_t pid);
 
+/// The fields of /proc/<pid>/stat (0: this process) after "pid (comm)", so [0] is field 3
+/// (state). comm may hold spaces and parentheses: the fields resume after the last ')'.
+/// Empty when the process is gone.
+std::vector<std::string> stat_fields(pid_t pid);
+
 }  // namespace agent
