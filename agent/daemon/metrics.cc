@@ -15,6 +15,8 @@
 #include <sstream>
 #include <spdlog/spdlog.h>
 
+#include "agent/process/orphans.h"
+
 namespace agent {
 
 namespace {
@@ -44,18 +46,6 @@ std::string labels_text(const MetricsText::Labels& labels) {
   return s + "}";
 }
 
-// Fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses).
-std::vector<std::string> stat_fields(const std::string& path) {
-  std::ifstream in(path);
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t close = all.rfind(')');
-  std::vector<std::string> f;
-  if (close == std::string::npos) return f;
-  std::istringstream rest(all.substr(close + 2));
-  for (std::string x; rest >> x;) f.push_back(x);
-  return f;  // f[0] is field 3 (state)
-}
-
 }  // namespace
 
 std::string escape_label_value(const std::string& v) {
@@ -69,36 +59,51 @@ std::string escape_label_value(const std::string& v) {
   return out;
 }
 
-void MetricsText::family(const std::string& name, const char* type, const std::string& help) {
-  if (!declared_.insert(name).second) return;
-  out_ += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+MetricsText::Family& MetricsText::group(const std::string& name) {
+  auto [it, added] = index_.emplace(name, families_.size());
+  if (added) families_.emplace_back();
+  return families_[it->second];
 }
 
-void MetricsText::sample(const std::string& name, const Labels& labels, double value) {
-  out_ += name + labels_text(labels) + " " + number(value) + "\n";
+void MetricsText::line(Family& f, const std::string& name, const Labels& labels, double value) {
+  f.lines += name + labels_text(labels) + " " + number(value) + "\n";
 }
+
+void MetricsText::family(const std::string& name, const char* type, const std::string& help) {
+  Family& f = group(name);
+  if (f.head.empty()) f.head = "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void MetricsText::sample(const std::string& name, const Labels& labels, double value) { line(group(name), name, labels, value); }
 
 void MetricsText::histogram(const std::string& name, const Labels& labels, const Histogram& h) {
+  Family& f = group(name);
   std::uint64_t cumulative = 0;
   for (size_t i = 0; i <= h.bounds.size(); ++i) {
     cumulative += h.counts[i];
     Labels l = labels;
     l.emplace_back("le", i < h.bounds.size() ? number(h.bounds[i]) : "+Inf");
-    sample(name + "_bucket", l, static_cast<double>(cumulative));
+    line(f, name + "_bucket", l, static_cast<double>(cumulative));
   }
-  sample(name + "_sum", labels, h.sum);
-  sample(name + "_count", labels, static_cast<double>(h.count));
+  line(f, name + "_sum", labels, h.sum);
+  line(f, name + "_count", labels, static_cast<double>(h.count));
+}
+
+std::string MetricsText::str() const {
+  std::string out;
+  for (const auto& f : families_) out += f.head + f.lines;
+  return out;
 }
 
 double cpu_seconds_of(pid_t pid) {
-  auto f = stat_fields("/proc/" + std::to_string(pid) + "/stat");
+  auto f = stat_fields(pid);
   if (f.size() < 13) return -1;
   double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   return (std::stod(f[11]) + std::stod(f[12])) / ticks;  // utime, stime (fields 14, 15)
 }
 
 void process_metrics(MetricsText* m) {
-  auto f = stat_fields("/proc/self/stat");
+  auto f = stat_fields(0);
   if (f.size() >= 22) {
     double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
     m->family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");

@@ -8,7 +8,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,19 +18,26 @@
 
 namespace agent {
 
-/// Builds the text format: a family's # HELP and # TYPE once, then its samples.
+/// Builds the text format: each family's # HELP and # TYPE once, then all its samples
+/// together (the format wants a family in one group), whatever order they were added in:
+/// a family's samples for every app, added app by app, still come out as one group.
 class MetricsText {
  public:
   using Labels = std::vector<std::pair<std::string, std::string>>;
   void family(const std::string& name, const char* type, const std::string& help);
   void sample(const std::string& name, const Labels& labels, double value);
-  /// name_bucket{le=...} (cumulative), name_sum, name_count.
+  /// name_bucket{le=...} (cumulative), name_sum, name_count, in the family `name`.
   void histogram(const std::string& name, const Labels& labels, const Histogram& h);
-  const std::string& str() const { return out_; }
+  std::string str() const;
 
  private:
-  std::string out_;
-  std::set<std::string> declared_;
+  struct Family {
+    std::string head, lines;
+  };
+  Family& group(const std::string& name);
+  void line(Family& f, const std::string& name, const Labels& labels, double value);
+  std::vector<Family> families_;  // in the order first named
+  std::map<std::string, size_t> index_;
 };
 
 /// A label value as the format wants it: backslash, double quote and newline escaped.

@@ -39,6 +39,17 @@ TEST_CASE("metrics: the agent's own process_* series") {
                            "process_start_time_seconds ", "process_virtual_memory_bytes "})
     CHECK(m.str().find(std::string("\n") + name) != std::string::npos);
   CHECK(cpu_seconds_of(getpid()) >= 0);
+}
+
+TEST_CASE("metrics text: a family's samples come out as one group, added app by app as they were") {
+  MetricsText m;
+  for (const char* app : {"a", "b"}) {
+    m.family("w", "gauge", "W.");
+    m.sample("w", {{"app", app}}, 1);
+    m.family("v", "gauge", "V.");
+    m.sample("v", {{"app", app}}, 2);
+  }
+  CHECK(m.str() == "# HELP w W.\n# TYPE w gauge\nw{app=\"a\"} 1\nw{app=\"b\"} 1\n# HELP v V.\n# TYPE v gauge\nv{app=\"a\"} 2\nv{app=\"b\"} 2\n");
   CHECK(cpu_seconds_of(0x7ffffff0) == -1);
 }
 
