@@ -21,11 +21,9 @@ std::string Daemon::render_metrics() const {
     for (const auto& [pid, w] : mc.workers()) by_state[w.adopted ? "adopted" : worker_state_name(w.state)]++;
     m.family("deploy_agent_workers", "gauge", "Workers by state: starting, ready, draining, adopted (left by a previous agent).");
     for (const auto& [state, n] : by_state) m.sample("deploy_agent_workers", {{"app", name}, {"state", state}}, n);
-    int ready = 0;
     for (size_t i = 0; i < mc.slots().size(); ++i) {
       const AppMachine::Worker* w = mc.slots()[i].serving ? mc.find(mc.slots()[i].serving) : nullptr;
       if (!w) continue;
-      ready += w->state == WorkerState::Ready;
       std::string slot = std::to_string(i);
       m.family("deploy_agent_worker_resident_memory_bytes", "gauge", "Resident memory of the worker serving each slot.");
       m.sample("deploy_agent_worker_resident_memory_bytes", {{"app", name}, {"slot", slot}}, static_cast<double>(AppSupervisor::rss_of(w->pid)));
@@ -36,7 +34,7 @@ std::string Daemon::render_metrics() const {
       }
     }
     m.family("deploy_agent_ready_workers", "gauge", "Slots whose serving worker is ready.");
-    m.sample("deploy_agent_ready_workers", {{"app", name}}, ready);
+    m.sample("deploy_agent_ready_workers", {{"app", name}}, mc.ready_slots());
     m.family("deploy_agent_worker_restarts_total", "counter", "Crash restarts of the app's workers since the agent started.");
     m.sample("deploy_agent_worker_restarts_total", {{"app", name}}, static_cast<double>(st.restarts));
     if (auto cur = sup->current_release()) {
@@ -79,9 +77,7 @@ std::pair<bool, std::string> Daemon::healthz() const {
   std::string why;
   for (const auto& [name, sup] : apps_) {
     const AppMachine& mc = sup->machine();
-    int ready = 0;
-    for (const auto& slot : mc.slots())
-      if (const AppMachine::Worker* w = slot.serving ? mc.find(slot.serving) : nullptr; w && w->state == WorkerState::Ready) ++ready;
+    int ready = mc.ready_slots();
     std::string line = name + ": " + std::to_string(ready) + " of " + std::to_string(mc.config().instances) + " workers ready";
     if (mc.stopped()) line = name + ": stopped", ok = false;
     else if (ready < mc.config().instances) ok = false;

@@ -117,6 +117,17 @@ std::string halt_text(const KeyValue& halt) {
 // The hosts counted for the waves' percentages: every registered one, and every one that
 // took part in this version (done, holding or waiting), alive now or not, so that a done host
 // whose agent stopped does not shrink the waves under those still to go.
+// The hosts of alive/<host> keys read under `prefix` + "alive/".
+std::set<std::string> hosts_of(const std::vector<KeyValue>& alive, const std::string& alive_prefix) {
+  std::set<std::string> up;
+  for (const auto& kv : alive) up.insert(kv.key.substr(alive_prefix.size()));
+  return up;
+}
+
+EtcdSettings etcd_settings(const FleetSettings& f) {
+  return {f.etcd, f.etcd_user, f.etcd_password_file, f.etcd_ca_file, f.etcd_cert_file, f.etcd_key_file};
+}
+
 WaveView view_of(const VersionKeys& v, const std::set<std::string>& alive) {
   WaveView view;
   std::set<std::string> hosts = alive;
@@ -135,10 +146,8 @@ WaveView view_of(const VersionKeys& v, const std::set<std::string>& alive) {
 Coordinator::Coordinator(FleetSettings settings, Events events)
     : settings_(std::move(settings)),
       events_(std::move(events)),
-      etcd_({settings_.etcd, settings_.etcd_user, settings_.etcd_password_file, settings_.etcd_ca_file,
-             settings_.etcd_cert_file, settings_.etcd_key_file}),
-      watch_etcd_({settings_.etcd, settings_.etcd_user, settings_.etcd_password_file, settings_.etcd_ca_file,
-                   settings_.etcd_cert_file, settings_.etcd_key_file}) {
+      etcd_(etcd_settings(settings_)),
+      watch_etcd_(etcd_settings(settings_)) {
   thread_ = std::thread([this] { run(); });
   watcher_ = std::thread([this] { watch_loop(); });
 }
@@ -191,11 +200,9 @@ void Coordinator::finish(const std::string& app, const std::string& version, boo
     json compare = json::array();
     auto it = holding_.find({app, version});
     if (it != holding_.end() && it->second >= 0) {
-      // Still ours? Not if our lease ran out while we were cut off and another host took it.
-      KeyValue kv;
-      bool found = false;
-      if (!etcd_.get(vp + "slot/" + std::to_string(it->second), &kv, &found, err)) return false;
-      if (found && text(parse(kv.value), "host") != me) it->second = -1;
+      bool lost = false;
+      if (!taken_by_another(vp + "slot/" + std::to_string(it->second), &lost, err)) return false;
+      if (lost) it->second = -1;
     }
     if (it != holding_.end() && it->second < 0 && ok) {
       // Its slot was lost while cut off: its being done still counts, in a number of its own.
@@ -244,10 +251,9 @@ void Coordinator::abandon(const std::string& app, const std::string& version) {
     json ops = json::array({Etcd::delete_op(vp + "want/" + me)});
     if (auto it = holding_.find({app, version}); it != holding_.end() && it->second >= 0) {
       std::string key = vp + "slot/" + std::to_string(it->second);
-      KeyValue kv;
-      bool found = false;
-      if (!etcd_.get(key, &kv, &found, err)) return false;
-      if (found && text(parse(kv.value), "host") == me) ops.push_back(Etcd::delete_op(key));  // never another host's
+      bool lost = false;
+      if (!taken_by_another(key, &lost, err)) return false;
+      if (!lost) ops.push_back(Etcd::delete_op(key));  // never another host's
     }
     // A host that is done or failed keeps saying so: only an unfinished turn is taken back.
     KeyValue st;
@@ -259,6 +265,16 @@ void Coordinator::abandon(const std::string& app, const std::string& version) {
     holding_.erase({app, version});
     return true;
   });
+}
+
+// Our slot's key: another host's now? Ours can go with our lease while we are cut off, and
+// another host may then take the number.
+bool Coordinator::taken_by_another(const std::string& key, bool* taken, std::string* err) {
+  KeyValue kv;
+  bool found = false;
+  if (!etcd_.get(key, &kv, &found, err)) return false;
+  *taken = found && text(parse(kv.value), "host") != settings_.host;
+  return true;
 }
 
 void Coordinator::watch_halt(const std::string& app, const std::string& version) {
@@ -370,9 +386,7 @@ bool Coordinator::evaluate(Wait& w, bool* finished, std::string* err) {
     w.asked = false;  // our request went with an expired lease (or was taken back): ask again
     return true;
   }
-  std::set<std::string> up;
-  for (const auto& kv : alive) up.insert(kv.key.substr(prefix().size() + 6));
-  WaveView view = view_of(v, up);
+  WaveView view = view_of(v, hosts_of(alive, prefix() + "alive/"));
   Decision d = decide(w.waves, view);
   if (auto mine = std::find(d.granted.begin(), d.granted.end(), me); mine != d.granted.end()) {
     // Slots are numbered 0 .. the open wave's end - 1, and a host takes one that is free with a
@@ -578,8 +592,7 @@ void Coordinator::status_now(const std::string& app, const std::map<std::string,
       !etcd_.range_prefix(prefix() + "apps/" + (app.empty() ? "" : app + "/"), &kvs, nullptr, &err)) {
     return then(json(), err);
   }
-  std::set<std::string> up;
-  for (const auto& kv : alive) up.insert(kv.key.substr(prefix().size() + 6));
+  std::set<std::string> up = hosts_of(alive, prefix() + "alive/");
   std::map<std::string, json> host_apps;
   for (const auto& kv : hosts) {
     json apps = parse(kv.value)["apps"];

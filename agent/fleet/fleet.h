@@ -114,6 +114,7 @@ class Coordinator {
   bool register_host(std::string* err);
   bool evaluate(Wait& w, bool* finished, std::string* err);
   bool check_halts(std::string* err);
+  bool taken_by_another(const std::string& slot_key, bool* taken, std::string* err);
   void post(std::function<bool(std::string* err)> command);
   void reached(bool ok, const std::string& err);
   std::string host_value() const;

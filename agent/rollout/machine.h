@@ -240,6 +240,8 @@ class AppMachine {
   const std::map<pid_t, Worker>& workers() const { return workers_; }
   const std::vector<Slot>& slots() const { return slots_; }
   const Worker* find(pid_t pid) const;
+  /// Slots whose serving worker is ready: the app's capacity now.
+  int ready_slots() const;
   Phase phase() const { return phase_; }
   bool reverting() const { return rollout_.reverting; }
   bool stopped() const { return stopped_; }

@@ -54,6 +54,13 @@ std::string AppMachine::worker_name(const Worker& w) const {
   return "worker " + std::to_string(w.slot) + " (pid " + std::to_string(w.pid) + ", release " + w.release + ")";
 }
 
+int AppMachine::ready_slots() const {
+  int n = 0;
+  for (const auto& slot : slots_)
+    if (const Worker* w = slot.serving ? find(slot.serving) : nullptr; w && w->state == WorkerState::Ready) ++n;
+  return n;
+}
+
 std::string AppMachine::role_of(const Worker& w) const {
   if (w.adopted) return "adopted";
   if (w.state == WorkerState::Draining) return "draining";
