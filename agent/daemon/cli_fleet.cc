@@ -34,15 +34,7 @@ void print_status(const json& d) {
     for (const auto& h : a["hosts"])
       rows.push_back({"  " + h.value("host", ""), h.value("alive", false) ? "yes" : "no", h.value("current", "").empty() ? "-" : h.value("current", ""),
                       h.value("state", ""), h.value("reason", "")});
-    std::vector<size_t> width(5, 0);
-    for (const auto& r : rows)
-      for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-    for (const auto& r : rows) {
-      std::string line;
-      for (size_t i = 0; i < r.size(); ++i) line += i + 1 == r.size() ? r[i] : r[i] + std::string(width[i] - r[i].size() + 2, ' ');
-      while (!line.empty() && line.back() == ' ') line.pop_back();
-      std::printf("%s\n", line.c_str());
-    }
+    print_table(rows);
   }
   bool any = false;
   for (const auto& h : d["hosts"]) any |= !h.value("alive", false);
