@@ -431,8 +431,14 @@ TEST_CASE("etcd client: TLS with a client certificate, then a user and password;
 TEST_CASE("coordinator: a host whose lease ran out while it rolled finds its slot taken; its done still counts") {
   EtcdServer server;
   Heard heard;
-  auto make = [&](const std::string& host) { return std::make_unique<Coordinator>(settings(server, host), Events{}); };
-  auto a = make("a"), b = make("b");
+  auto make = [&](const std::string& host, base::Millis ttl) {
+    FleetSettings s = settings(server, host);
+    s.lease_ttl = ttl;
+    return std::make_unique<Coordinator>(s, Events{});
+  };
+  // a renews its lease only every 10 s: it cannot notice the loss and take its number back
+  // before b takes it (which, noticed first, it would: that is the other outcome, by design).
+  auto a = make("a", base::Millis(30'000)), b = make("b", base::Millis(3000));
   auto ask = [&](Coordinator& co, const std::string& host) {
     co.acquire("api", "2.0.0", waves({"1", "100%"}), nullptr,
                [&, host](const Turn& t) { heard.add(host + " " + turn_name(t.kind) + " " + t.reason); });
