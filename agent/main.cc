@@ -1,3 +1,3 @@
-#include "agent/daemon/cli.h"
+#include "agent/cli/cli.h"
 
 int main(int argc, char** argv) { return agent::run_cli(argc, argv); }

@@ -54,10 +54,11 @@ std::optional<Millis> parse_duration(std::string_view text, std::string* err) {
     else if (unit == "s") scale = 1000;
     else if (unit == "m") scale = 60'000;
     else if (unit == "h") scale = 3'600'000;
+    else if (unit == "d") scale = 86'400'000;
     if (scale == 0) {
-      *err = unit.empty() ? "\"" + std::string(text) + "\" has no unit (use ms, s, m or h)"
+      *err = unit.empty() ? "\"" + std::string(text) + "\" has no unit (use ms, s, m, h or d)"
                           : "\"" + std::string(text) + "\": unknown unit \"" + std::string(unit) +
-                                "\" (use ms, s, m or h)";
+                                "\" (use ms, s, m, h or d)";
       return std::nullopt;
     }
     if (n > kMax / scale || total + n * scale > kMax) {

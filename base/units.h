@@ -11,7 +11,7 @@ namespace base {
 
 using Millis = std::chrono::milliseconds;
 
-/// "250ms", "30s", "2m", "1h", or a sum such as "1m30s". Whole numbers only.
+/// "250ms", "30s", "2m", "1h", "1d", or a sum such as "1m30s". Whole numbers only.
 /// Returns nullopt and sets *err to a reason when the text is not a duration.
 std::optional<Millis> parse_duration(std::string_view text, std::string* err);
 

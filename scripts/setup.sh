@@ -9,6 +9,8 @@ pkgs=(
   build-essential cmake ninja-build pkg-config git
   # the libraries the agent links
   libgit2-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev libcurl4-openssl-dev
+  # the command line parser (header-only)
+  libcli11-dev
   # tests
   doctest-dev python3
   # the sanitizer build of the suite and the fuzz targets: clang with its ASan/UBSan/libFuzzer runtimes

@@ -22,7 +22,9 @@ ALLOWED = {
                       "agent/alerts", "agent/fleet"],
     "agent/daemon": ["base", "releases", "watchers", "agent/config", "agent/process", "agent/health", "hooks",
                      "agent/alerts", "agent/fleet", "agent/rollout"],
-    "agent": ["agent/daemon"],  # main.cc
+    "agent/cli": ["base", "releases", "watchers", "agent/config", "agent/process", "agent/health", "hooks",
+                  "agent/alerts", "agent/fleet", "agent/rollout", "agent/daemon"],
+    "agent": ["agent/cli"],  # main.cc
 }
 
 

@@ -67,8 +67,8 @@ expect_rc 0
 expect_out "file:line:col"
 run "$AGENT" frobnicate
 expect_rc 2
-expect_err "unknown command 'frobnicate'"
+expect_err 'unknown command "frobnicate"'
 run "$AGENT" check --bogus
 expect_rc 2
-expect_err "unknown option --bogus"
+expect_err "check: unknown option --bogus"
 done_ok

@@ -45,7 +45,7 @@ expect_out "DB_PASSWORD=s3cret-pw"
 expect_out "stripe_api_key=sk_live_x1"
 run "$AGENT" status --show-secrets -c "$TMP/agent.toml"
 expect_rc 2
-expect_err "--show-secrets is for env"
+expect_err "status: unknown option --show-secrets (env takes it)"
 
 # The JSON form, for scripts.
 run env -i PATH="$TMP/tools/bin:/usr/bin:/bin" "$AGENT" env web --json -c "$TMP/agent.toml"

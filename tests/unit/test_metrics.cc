@@ -2,7 +2,7 @@
 // for it, without sockets or processes.
 #include <doctest/doctest.h>
 
-#include "agent/daemon/cli.h"
+#include "agent/cli/cli.h"
 #include "agent/daemon/metrics.h"
 
 using namespace agent;

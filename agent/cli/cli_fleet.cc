@@ -5,7 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/daemon/cli.h"
+#include "agent/cli/cli.h"
+#include "agent/cli/verbs.h"
 #include "agent/daemon/control.h"
 
 namespace agent {
@@ -13,11 +14,6 @@ namespace agent {
 namespace {
 
 using json = nlohmann::json;
-
-int fleet_usage(const std::string& msg) {
-  std::fprintf(stderr, "agent: %s\n(see agent fleet --help)\n", msg.c_str());
-  return 2;
-}
 
 void print_status(const json& d) {
   std::printf("fleet %s, seen from %s (etcd %s)\n", d.value("fleet", "").c_str(), d.value("host", "").c_str(), d.value("etcd", "").c_str());
@@ -48,35 +44,17 @@ void print_status(const json& d) {
 
 }  // namespace
 
-const char* const kFleetHelp =
-    "Usage: agent fleet status [APP] [--json] [-c FILE]\n"
-    "       agent fleet resume APP VERSION [-c FILE]\n\n"
-    "The hosts of this agent's [fleet] roll a new version of an app with fleet_waves a wave at a time,\n"
-    "coordinated through etcd (README \"Fleets\").\n\n"
-    "status   each host (alive or not), the version it runs, and its state for the newest version of\n"
-    "         each app: waiting, rolling, baking, done, failed, halted; the open wave, and a halt with\n"
-    "         the host and reason. Exit 1 when etcd cannot be read.\n"
-    "resume   lifts the halt a failed host put on APP VERSION: the hosts that gave up on it, and the\n"
-    "         one that failed it, deploy it again, wave by wave. Same authorisation as deploy.\n";
-
-int run_fleet_cli(const std::string& socket, const std::vector<std::string>& args, bool as_json) {
-  if (args.empty()) return fleet_usage("fleet takes status or resume");
-  json req;
-  if (args[0] == "status") {
-    if (args.size() > 2) return fleet_usage("fleet status takes one APP");
-    req = {{"verb", "fleet-status"}};
-    if (args.size() == 2) req["app"] = args[1];
-  } else if (args[0] == "resume") {
-    if (args.size() != 3) return fleet_usage("fleet resume takes APP VERSION");
-    if (as_json) return fleet_usage("--json is for fleet status");
-    req = {{"verb", "fleet-resume"}, {"app", args[1]}, {"version", args[2]}};
-  } else {
-    return fleet_usage("unknown fleet command '" + args[0] + "' (status or resume)");
-  }
+int cmd_fleet(const Args& a) {
+  Config cfg;
+  if (!load_for_client(a, &cfg)) return 1;
+  bool resume = a.verb == "fleet resume";
+  json req = {{"verb", "fleet-status"}};
+  if (resume) req = {{"verb", "fleet-resume"}, {"app", a.positional.at(0)}, {"version", a.positional.at(1)}};
+  else if (!a.positional.empty()) req["app"] = a.positional[0];
   bool ok = false;
   std::string message, err;
   json data;
-  if (!call_daemon(socket, req, [&](const json& j) {
+  if (!call_daemon(cfg.agent.control_socket, req, [&](const json& j) {
         if (j.contains("progress")) return;
         ok = j.value("ok", false);
         message = j.value("message", "");
@@ -84,8 +62,8 @@ int run_fleet_cli(const std::string& socket, const std::vector<std::string>& arg
       }, &err))
     return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
   if (!ok) return std::fprintf(stderr, "agent: %s\n", message.c_str()), 1;
-  if (args[0] == "resume") return std::printf("%s\n", message.c_str()), 0;
-  if (as_json) return std::printf("%s\n", data.dump(2, ' ', false, json::error_handler_t::replace).c_str()), 0;
+  if (resume) return std::printf("%s\n", message.c_str()), 0;
+  if (a.json) return print_json(data), 0;
   print_status(data);
   return 0;
 }

@@ -1,5 +1,5 @@
-// The `agent` command line: parses the verb and its options, runs it, returns the exit code.
-// Exit codes: 0 done, 1 refused or failed (a message says why), 2 usage error.
+// The `agent` command line: parses the verb and its flags (args.h), runs it, returns the exit
+// code. Exit codes: 0 done, 1 refused or failed (a message says why), 2 usage error.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -17,9 +17,5 @@ void print_table(const std::vector<std::vector<std::string>>& rows);
 /// workers, 1 degraded (some, not all), 2 down (an app stopped or with none ready). One line
 /// per app in *report ("OK web: 2 of 2 workers ready"). `status` is the daemon's status JSON.
 int status_check(const nlohmann::json& status, std::string* report);
-
-/// `agent fleet ...` (cli_fleet.cc): `args` after "fleet", the control socket to ask.
-int run_fleet_cli(const std::string& socket, const std::vector<std::string>& args, bool as_json);
-extern const char* const kFleetHelp;
 
 }  // namespace agent
