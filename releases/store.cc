@@ -480,8 +480,10 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
   if (!journal_.read(&entries, warnings, err)) return false;
   auto cur = current();
   std::map<std::string, ReleaseInfo> by_id;
+  std::map<std::string, size_t> staged_at;  // id -> the place of its staged line: the true order
   std::vector<ReleaseInfo> refused;
   for (const auto& e : entries) {
+    if (e.event == Event::Staged) staged_at.emplace(e.release, staged_at.size());
     if (e.event == Event::Refused) {
       refused.push_back({"", e.version, e.source, e.revision, e.time, e.reason, ReleaseState::Refused, false});
       continue;
@@ -507,6 +509,16 @@ bool ReleaseStore::list(std::vector<ReleaseInfo>* out, std::vector<std::string>*
   }
   out->clear();
   auto ids = release_ids();
+  // Newest staged first. Ids begin with their second of staging, so two staged in the same
+  // second compare by what follows ("1.10.0" before "1.9.0"): the journal's order decides.
+  // Releases the journal does not know (it was lost) go by id, before the others.
+  std::stable_sort(ids.begin(), ids.end(), [&](const std::string& a, const std::string& b) {
+    auto rank = [&](const std::string& id) {
+      auto it = staged_at.find(id);
+      return it == staged_at.end() ? std::pair(0, size_t{0}) : std::pair(1, it->second);
+    };
+    return rank(a) < rank(b);
+  });
   for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
     ReleaseInfo r = by_id[*it];
     r.id = *it;

@@ -1,5 +1,7 @@
 #include "releases/version.h"
 
+#include <chrono>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
@@ -94,6 +96,15 @@ std::string iso_time(std::time_t when) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+std::string now_stamp() {
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::string s = iso_time(std::chrono::system_clock::to_time_t(now));
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(ms));
+  return s.insert(s.size() - 1, frac);
 }
 
 }  // namespace releases

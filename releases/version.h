@@ -35,4 +35,7 @@ bool valid_release_id(const std::string& id);
 /// "2026-11-22T10:15:00Z".
 std::string iso_time(std::time_t when);
 
+/// Now, with milliseconds, as the app logs and history.jsonl stamp it: "2026-12-03T21:00:00.123Z".
+std::string now_stamp();
+
 }  // namespace releases

@@ -294,6 +294,12 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   CLI::App* check = verb("check", "validate the config");
   check->add_flag("--deep", a->deep, "also check the host: env files, command, account, source");
 
+  CLI::App* history = verb("history", "every operation, who asked and how long it took");
+  app_arg(history, "the app (every app when left out)");
+  history->add_option("--since", since, "only the last DURATION (10m, 2h, 1d)")->check(duration())->type_name("DURATION");
+  json(history);
+
+
   CLI::App* fleet = verb("fleet", "the hosts of [fleet] and their turns at a version");
   fleet->require_subcommand(1);
   CLI::App* fleet_status = fleet->add_subcommand("status", "each host and its state for each app's newest version");

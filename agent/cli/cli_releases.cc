@@ -54,12 +54,14 @@ int cmd_releases(const Args& a) {
       std::printf("  no releases yet in %s\n", store.releases_dir().c_str());
       continue;
     }
-    std::vector<std::vector<std::string>> rows = {{"", "ID", "VERSION", "SOURCE", "STATE", "NOTE"}};
+    std::vector<std::vector<std::string>> rows = {{"", "STAGED", "ID", "VERSION", "SOURCE", "STATE", "NOTE"}};
     for (const auto& r : list) {
       bool why = r.state == releases::ReleaseState::Failed || r.state == releases::ReleaseState::RolledBack ||
                  r.state == releases::ReleaseState::Bad ||
                  r.state == releases::ReleaseState::Refused;
-      rows.push_back({r.current ? "*" : " ", r.id.empty() ? "(none: " + r.time + ")" : r.id, r.version.empty() ? "-" : r.version,
+      std::string when = r.time.empty() ? "-" : r.time.substr(0, 19);
+      if (when.size() > 10) when[10] = ' ';
+      rows.push_back({r.current ? "*" : " ", when, r.id.empty() ? "(refused)" : r.id, r.version.empty() ? "-" : r.version,
                       r.source, releases::state_name(r.state), why ? r.reason : ""});
     }
     print_table(rows);

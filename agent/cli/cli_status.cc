@@ -1,4 +1,5 @@
 // `agent status` and `agent status --check`: what the daemon says runs.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -55,7 +56,10 @@ int cmd_status(const Args& a) {
     if (!first) std::printf("\n");
     first = false;
     std::string cur = app["current"].is_null() ? "(nothing deployed)" : app["current"].get<std::string>();
-    std::printf("%s: %s, current %s", app["app"].get<std::string>().c_str(), app["state"].get<std::string>().c_str(), cur.c_str());
+    int ready = 0;
+    for (const auto& w : app["workers"]) ready += w.value("role", "") == "serving" && w.value("state", "") == "ready";
+    std::printf("%s: %s, %d/%d ready, current %s", app["app"].get<std::string>().c_str(), app["state"].get<std::string>().c_str(), ready,
+                app.value("instances", 0), cur.c_str());
     if (!app["version"].get<std::string>().empty()) std::printf(" (version %s)", app["version"].get<std::string>().c_str());
     if (!app["operation"].get<std::string>().empty()) std::printf(", %s in progress", app["operation"].get<std::string>().c_str());
     if (app.contains("fleet_waiting"))
@@ -66,11 +70,18 @@ int cmd_status(const Args& a) {
     std::printf("\n");
     if (app.value("health", "") == "unhealthy" && app.contains("health_last_failure"))
       std::printf("  last failed probe: %s\n", app["health_last_failure"].get<std::string>().c_str());
-    std::vector<std::vector<std::string>> rows = {{"  SLOT", "PID", "RELEASE", "STATE", "ROLE", "UPTIME", "RSS", "RESTARTS"}};
-    for (const auto& w : app["workers"])
+    std::vector<std::vector<std::string>> rows = {{"  SLOT", "PID", "RELEASE", "STATE", "ROLE", "UPTIME", "CPU", "RSS", "RESTARTS", "LAST EXIT"}};
+    std::vector<nlohmann::json> workers(app["workers"].begin(), app["workers"].end());
+    std::stable_sort(workers.begin(), workers.end(), [](const nlohmann::json& x, const nlohmann::json& y) {
+      return std::pair(x.value("slot", 0), x.value("role", "") != "serving") < std::pair(y.value("slot", 0), y.value("role", "") != "serving");
+    });
+    for (const auto& w : workers) {
+      char cpu[16] = "-";
+      if (w.contains("cpu_percent")) std::snprintf(cpu, sizeof cpu, "%.1f%%", w["cpu_percent"].get<double>());
       rows.push_back({"  " + std::to_string(w["slot"].get<int>()), std::to_string(w["pid"].get<int>()), w["release"].get<std::string>(),
-                      w["state"].get<std::string>(), w["role"].get<std::string>(), human_uptime(w["uptime_s"].get<long>()),
-                      human_size(w["rss"].get<std::uint64_t>()), std::to_string(w["restarts"].get<int>())});
+                      w["state"].get<std::string>(), w["role"].get<std::string>(), human_uptime(w["uptime_s"].get<long>()), cpu,
+                      human_size(w["rss"].get<std::uint64_t>()), std::to_string(w["restarts"].get<int>()), w.value("last_exit", "-")});
+    }
     if (rows.size() > 1) print_table(rows);
     else std::printf("  no workers\n");
   }

@@ -36,5 +36,6 @@ int cmd_env(const Args& a);
 int cmd_releases(const Args& a);
 int cmd_logs(const Args& a);
 int cmd_fleet(const Args& a);
+int cmd_history(const Args& a);
 
 }  // namespace agent

@@ -625,6 +625,7 @@ bool load_config(const std::string& path, Config* out, std::vector<ConfigError>*
   std::stringstream ss;
   ss << in.rdbuf();
   bool ok = parse_config(ss.str(), path, out, errors);
+  out->text = ss.str();
   if (stat(path.c_str(), &st) == 0 && (st.st_mode & S_IWOTH)) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);

@@ -119,6 +119,7 @@ struct AppConfig {
 
 struct Config {
   std::string path;        // the file it was read from
+  std::string text;        // what it read there (a reload names the keys that changed from it)
   bool syntax_ok = false;  // the TOML parsed: what was valid in it has been read, even with errors
   AgentSettings agent;
   AlertSettings alerts;

@@ -18,6 +18,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "agent/config/config_diff.h"
 #include "agent/process/launch_env.h"
 #include "agent/daemon/systemd.h"
 #include "hooks/git_hook.h"
@@ -123,7 +124,7 @@ bool Daemon::prepare_app(const AppConfig& app, const AgentSettings& agent, bool 
     undo();
     return false;
   }
-  auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, agent, app, fds, environ_);
+  auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, *history_, agent, app, fds, environ_);
   if (!sup->init(err)) {
     sup.reset();
     undo();
@@ -186,6 +187,10 @@ bool Daemon::start(std::string* err) {
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
   alerts_ = std::make_unique<Alerts>(cfg_.agent.state_dir + "/alerts.jsonl");
   alerts_->configure(cfg_.alerts);
+  // In log_dir, not state_dir: it is held open for writing, and a state_dir must stay free to
+  // be remounted read-only under a running agent (test_faults).
+  if (!base::make_dirs(cfg_.agent.log_dir, err)) return false;
+  history_ = std::make_unique<releases::HistoryLog>(cfg_.agent.log_dir + "/history.jsonl");
   start_fleet();
   // Each worker holds a few fds in the agent (pidfd, pipes): take the hard limit, not the
   // default soft 1024, so a large `instances` does not run out.
@@ -259,8 +264,10 @@ int Daemon::run() {
     spdlog::critical("cannot start: {}", err);
     rc = 1;
   } else {
+    agent_history("agent_start", "agent " AGENT_VERSION " (pid " + std::to_string(::getpid()) + "), " + std::to_string(apps_.size()) + " app(s)", -1);
     loop_.run();
     spdlog::info("agent stopped");
+    agent_history("agent_stop", "every worker drained and stopped", std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began_).count());
   }
   // What is still queued is written by cmd_run once the Daemon is gone (its members log as
   // they are destroyed), within a bound.
@@ -271,9 +278,11 @@ void Daemon::on_signal() {
   signalfd_siginfo si;
   while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
     if (si.ssi_signo == SIGHUP) {
-      reload_config();
+      reload_config(static_cast<long>(si.ssi_uid));
     } else {
       spdlog::info("{}: draining every worker, then exiting", base::signal_name(static_cast<int>(si.ssi_signo)));
+      stop_uid_ = static_cast<long>(si.ssi_uid);
+      stop_signal_ = base::signal_name(static_cast<int>(si.ssi_signo));
       begin_shutdown();
     }
   }
@@ -282,6 +291,7 @@ void Daemon::on_signal() {
 void Daemon::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  stop_began_ = std::chrono::steady_clock::now();
   sd_notify("STOPPING=1\nSTATUS=draining every worker");
   loop_.cancel(ready_timer_);  // no READY=1 after STOPPING=1
   ready_timer_ = 0;
@@ -294,17 +304,54 @@ void Daemon::begin_shutdown() {
   for (auto& app : retired_) app->shutdown(one_done);
 }
 
-void Daemon::reload_config() {
+void Daemon::agent_history(const std::string& op, const std::string& detail, double seconds) {
+  releases::HistoryEntry h;
+  h.op = op;
+  h.detail = op == "agent_stop" && !stop_signal_.empty() ? stop_signal_ + ": " + detail : detail;
+  h.uid = op == "agent_stop" ? stop_uid_ : -1;
+  h.source = op == "agent_stop" && !stop_signal_.empty() ? "signal" : "";
+  h.seconds = seconds;
+  history_->add(std::move(h));
+}
+
+void Daemon::reload_config(long uid) {
+  auto began = std::chrono::steady_clock::now();
+  std::string why;
+  std::string old_text = cfg_.text;
+  bool ok = apply_config(&why);
+  releases::HistoryEntry h;
+  h.op = "config_reload";
+  h.ok = ok;
+  h.uid = uid;
+  h.source = "signal";
+  if (ok) {
+    std::string keys;
+    for (const auto& k : changed_keys(old_text, cfg_.text)) keys += (keys.empty() ? "" : ", ") + k;
+    h.detail = keys.empty() ? "no key changed" : "changed: " + keys;
+    spdlog::info("SIGHUP: {}", h.detail);
+  } else {
+    h.detail = "refused: " + why + "; the running config is kept";
+  }
+  h.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+  history_->add(std::move(h));
+}
+
+bool Daemon::apply_config(std::string* why) {
+  auto refuse = [&](const std::string& reason) {
+    spdlog::error("SIGHUP: {}; keeping the running config", reason);
+    *why = reason;
+    return false;
+  };
   if (shutting_down_) {
     spdlog::warn("SIGHUP ignored: the agent is shutting down");
-    return;
+    *why = "the agent is shutting down";
+    return false;
   }
   Config next;
   std::vector<ConfigError> errors;
   if (!load_config(config_path_, &next, &errors)) {
     for (const auto& e : errors) spdlog::error("{}", e.format());
-    spdlog::error("SIGHUP: {} error(s) in {}; keeping the running config", errors.size(), config_path_);
-    return;
+    return refuse(std::to_string(errors.size()) + " error(s) in " + config_path_ + " (agent check tells)");
   }
   // What is bound or opened once at start cannot change under a running daemon: the reload
   // is refused whole, naming the key, and nothing of it is applied.
@@ -314,14 +361,8 @@ void Daemon::reload_config() {
                               {"control_group", a.control_group != b.control_group},
                               {"metrics_listen", (a.metrics_listen ? a.metrics_listen->canonical() : "") !=
                                                      (b.metrics_listen ? b.metrics_listen->canonical() : "")}})
-    if (changed) {
-      spdlog::error("SIGHUP: [agent] {} takes effect only at start (restart the agent to change it); keeping the running config", key);
-      return;
-    }
-  if (cfg_.fleet != next.fleet) {
-    spdlog::error("SIGHUP: [fleet] takes effect only at start (restart the agent to change it); keeping the running config");
-    return;
-  }
+    if (changed) return refuse(std::string("[agent] ") + key + " takes effect only at start (restart the agent to change it)");
+  if (cfg_.fleet != next.fleet) return refuse("[fleet] takes effect only at start (restart the agent to change it)");
   for (const auto& app : next.apps) {
     const AppConfig* old = cfg_.find_app(app.name);
     if (!old) continue;
@@ -330,10 +371,8 @@ void Daemon::reload_config() {
       for (const auto& l : c.listen) v.push_back(l.canonical());
       return v;
     };
-    if (canon(*old) != canon(app)) {
-      spdlog::error("SIGHUP: app {}: listen addresses are bound once, at start; restart the agent to change them; keeping the running config", app.name);
-      return;
-    }
+    if (canon(*old) != canon(app))
+      return refuse("app " + app.name + ": listen addresses are bound once, at start; restart the agent to change them");
   }
   // New apps are made ready first (their sockets bound, their stores opened): if one cannot
   // be, nothing of the reload is applied and what it bound is closed again.
@@ -343,12 +382,11 @@ void Daemon::reload_config() {
     std::string err;
     PreparedApp prepared;
     if (!prepare_app(app, next.agent, false, &prepared, &err)) {
-      spdlog::error("SIGHUP: {}; keeping the running config", err);
       for (auto& p : added) {  // the additions prepared before it are undone too
         p.sup.reset();
         close_sockets(p.bound);
       }
-      return;
+      return refuse(err);
     }
     added.push_back(std::move(prepared));
   }
@@ -381,6 +419,7 @@ void Daemon::reload_config() {
     add_app(std::move(p.sup));
   }
   spdlog::info("SIGHUP: config reloaded from {}", config_path_);
+  return true;
 }
 
 // A removed app's address is closed once its workers are gone, so connections to it are

@@ -58,7 +58,12 @@ class Daemon {
   /// Takes a prepared app into the running set and boots it.
   void add_app(std::unique_ptr<AppSupervisor> sup);
   void on_signal();
-  void reload_config();
+  /// SIGHUP from `uid`: apply_config, then a line of history with the keys that changed.
+  void reload_config(long uid);
+  /// A line of history about the agent itself (agent_start, agent_stop).
+  void agent_history(const std::string& op, const std::string& detail, double seconds);
+  /// The config file again: all of it applied, or (false, *why) none of it.
+  bool apply_config(std::string* why);
   void begin_shutdown();
   void on_request(std::shared_ptr<Session> s, const ControlRequest& req);
   /// fleet-status and fleet-resume: answered from the fleet's thread, posted back here.
@@ -75,6 +80,10 @@ class Daemon {
   Config cfg_;
   base::EventLoop loop_;
   std::unique_ptr<Alerts> alerts_;
+  std::unique_ptr<releases::HistoryLog> history_;  // history.jsonl: every operation (agent history)
+  std::chrono::steady_clock::time_point stop_began_;
+  long stop_uid_ = -1;       // who sent the signal that stops the agent
+  std::string stop_signal_;  // and which
   // Before the apps: they hold a pointer to it, and go first.
   std::unique_ptr<fleet::Coordinator> fleet_;
   std::unique_ptr<ControlServer> control_;

@@ -95,13 +95,6 @@ std::string MetricsText::str() const {
   return out;
 }
 
-double cpu_seconds_of(pid_t pid) {
-  auto f = stat_fields(pid);
-  if (f.size() < 13) return -1;
-  double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  return (std::stod(f[11]) + std::stod(f[12])) / ticks;  // utime, stime (fields 14, 15)
-}
-
 void process_metrics(MetricsText* m) {
   auto f = stat_fields(0);
   if (f.size() >= 22) {

@@ -47,9 +47,6 @@ std::string escape_label_value(const std::string& v);
 /// fds, start time), from /proc/self.
 void process_metrics(MetricsText* m);
 
-/// CPU seconds (user + system) of `pid` from /proc/<pid>/stat; -1 when it is gone.
-double cpu_seconds_of(pid_t pid);
-
 class MetricsServer {
  public:
   /// `metrics` renders /metrics; `health` says whether every app is up (and why not).

@@ -148,4 +148,11 @@ void stop_orphans(const std::vector<Orphan>& orphans, int sig) {
   wait_all(2'000);
 }
 
+double cpu_seconds_of(pid_t pid) {
+  auto f = stat_fields(pid);
+  if (f.size() < 13) return -1;
+  double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return (std::stod(f[11]) + std::stod(f[12])) / ticks;  // utime, stime (fields 14, 15)
+}
+
 }  // namespace agent

@@ -60,4 +60,7 @@ unsigned long long process_start_time(pid_t pid);
 /// Empty when the process is gone.
 std::vector<std::string> stat_fields(pid_t pid);
 
+/// CPU seconds (user + system) of `pid` from /proc/<pid>/stat; -1 when it is gone.
+double cpu_seconds_of(pid_t pid);
+
 }  // namespace agent

@@ -53,6 +53,7 @@
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
 #include "base/event_loop.h"
+#include "releases/history.h"
 
 namespace agent {
 
@@ -72,6 +73,7 @@ struct OpRequest {
   bool no_fleet = false;      // Deploy: past the fleet's gate (agent deploy --no-fleet), journaled
   bool resumed = false;       // Deploy: again after `agent fleet resume` (even what failed its bake)
   bool fleet_passed = false;  // Deploy: its turn in the fleet came (set by the machine)
+  bool restart = false;       // Start: the second half of a restart (one operation, one line of history)
   std::function<void(const std::string&)> progress;             // optional
   std::function<void(bool ok, const std::string& message)> done;  // optional
 };
@@ -187,6 +189,8 @@ class Effects {
   virtual void fleet_abandon(const std::string& version) = 0;
   // The operator.
   virtual void alert(Alert alert) = 0;
+  /// One line of history.jsonl: an operation's end, or a crash restart (`agent history`).
+  virtual void history(releases::HistoryEntry entry) = 0;
 };
 
 class AppMachine {
@@ -233,6 +237,7 @@ class AppMachine {
     std::string release;
     int crashes = 0;   // in a row, without 30s of health
     int restarts = 0;  // in total
+    std::string last_exit;  // how its last serving worker ended unasked ("12:00:01 exited with status 3")
     base::EventLoop::Id restart_timer = 0;
     bool loop_alerted = false;
   };
@@ -339,6 +344,8 @@ class AppMachine {
   void forget(pid_t pid);
   void reconcile();
   void check_memory();
+  /// A line of history for a worker that ended unasked.
+  void crash_history(const std::string& detail, const std::string& release);
   void drain_adopted();
   void maybe_drain_adopted();
   std::string worker_name(const Worker& w) const;

@@ -59,8 +59,8 @@ void AppMachine::start_op(OpRequest op) {
   // fleet slot: the latest wins.
   if (waiting_ && (op.kind == OpRequest::Kind::Deploy || op.kind == OpRequest::Kind::Rollback))
     abandon_waiting(std::string("superseded by a newer request (") + op_name(op.kind) + ")");
+  if (!op.restart) op_started_ = loop_.now();
   running_ = std::move(op);
-  op_started_ = loop_.now();
   fleet_rolled_ = false;
   deploy_result_.clear();
   const OpRequest& r = *running_;
@@ -149,6 +149,19 @@ void AppMachine::finish_op(bool ok, const std::string& message) {
     if (ok || fleet_rolled_) fx_.fleet_finish(v, ok, message, std::nullopt);
     else fx_.fleet_abandon(v);
   }
+  releases::HistoryEntry h;
+  h.app = app_.name;
+  h.op = running_->restart ? "restart" : op_name(running_->kind);
+  h.ok = ok;
+  h.detail = message;
+  h.uid = running_->uid;
+  h.source = running_->source;
+  h.seconds = std::chrono::duration<double>(loop_.now() - op_started_).count();
+  // The release it was about: the target of its rollout, or else (a first deploy starts every
+  // worker at once; start and stop have none) what is current.
+  if (rollout_.started >= op_started_ && !rollout_.target.empty()) h.release = rollout_.target;
+  else if (ok || running_->kind == OpRequest::Kind::Stop) h.release = fx_.current().value_or("");
+  fx_.history(std::move(h));
   OpRequest op = std::move(*running_);
   running_.reset();
   if (ok) spdlog::info("{}: {} done: {}", app_.name, op_name(op.kind), message);
@@ -333,6 +346,7 @@ void AppMachine::advance() {
           say("all workers stopped; starting again");
           OpRequest op = std::move(*running_);
           op.kind = OpRequest::Kind::Start;
+          op.restart = true;
           running_.reset();
           return start_op(std::move(op));
         }

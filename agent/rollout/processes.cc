@@ -20,18 +20,6 @@
 
 namespace agent {
 
-namespace {
-
-std::string now_stamp() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::string s = releases::iso_time(std::chrono::system_clock::to_time_t(now));
-  char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(ms));
-  return s.insert(s.size() - 1, frac);
-}
-
-}  // namespace
 
 std::uint64_t AppSupervisor::rss_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
@@ -194,7 +182,7 @@ void AppSupervisor::read_output(int fd) {
   if (it == pipes_.end()) return;
   OutputPipe& pipe = *it->second;
   auto emit = [&](std::string_view line) {
-    log_->write_line(now_stamp() + " " + pipe.prefix + " " + std::string(line));
+    log_->write_line(releases::now_stamp() + " " + pipe.prefix + " " + std::string(line));
     if (line.find_first_not_of(" \t\r") == std::string_view::npos || !procs_.count(pipe.pid)) return;
     auto& recent = recent_output_[pipe.pid];
     recent.emplace_back(line.substr(0, 300));

@@ -19,10 +19,11 @@
 
 namespace agent {
 
-AppSupervisor::AppSupervisor(base::EventLoop& loop, Alerts& alerts, AgentSettings agent, AppConfig app,
+AppSupervisor::AppSupervisor(base::EventLoop& loop, Alerts& alerts, releases::HistoryLog& history, AgentSettings agent, AppConfig app,
                              std::vector<int> listen_fds, std::vector<std::string> agent_environ)
     : loop_(loop),
       alerts_(alerts),
+      history_(history),
       agent_(std::move(agent)),
       app_(app),
       watched_(app),
@@ -501,6 +502,9 @@ nlohmann::json AppSupervisor::status() const {
   }
   auto now = loop_.now();
   const auto& slots = machine_.slots();
+  // CPU% as PM2 and top give it: over the time since the last status (or since the worker
+  // started, the first time).
+  std::map<pid_t, std::pair<base::Clock::time_point, double>> cpu_now;
   nlohmann::json workers = nlohmann::json::array(), orphans = nlohmann::json::array();
   for (const auto& [pid, w] : machine_.workers()) {
     if (w.adopted) {
@@ -517,8 +521,25 @@ nlohmann::json AppSupervisor::status() const {
                        {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - w.started).count()},
                        {"rss", rss_of(pid)},
                        {"restarts", slot ? slot->restarts : 0}});
+    double cpu = cpu_seconds_of(pid);
+    if (cpu >= 0) {
+      cpu_now[pid] = {now, cpu};
+      auto seen = cpu_seen_.find(pid);
+      bool earlier = seen != cpu_seen_.end() && now - seen->second.first >= std::chrono::milliseconds(200);
+      double secs = std::chrono::duration<double>(now - (earlier ? seen->second.first : w.started)).count();
+      double used = cpu - (earlier ? seen->second.second : 0);
+      workers.back()["cpu_seconds"] = cpu;
+      workers.back()["cpu_percent"] = secs > 0 ? std::round(used / secs * 1000) / 10 : 0.0;
+    }
+    if (slot && !slot->last_exit.empty()) workers.back()["last_exit"] = slot->last_exit;
   }
   j["workers"] = workers;
+  // Kept for the next asker: this sample, or the one before when it is younger than 200 ms (a
+  // window that short says little). Workers gone are forgotten.
+  for (auto& [pid, sample] : cpu_now)
+    if (auto seen = cpu_seen_.find(pid); seen != cpu_seen_.end() && now - seen->second.first < std::chrono::milliseconds(200))
+      sample = seen->second;
+  cpu_seen_ = std::move(cpu_now);
   j["orphans"] = orphans;
   if (!app_.health_path.empty()) {
     j["health"] = health_name(machine_.health());

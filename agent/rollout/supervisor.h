@@ -41,8 +41,8 @@ namespace agent {
 
 class AppSupervisor : private Effects {
  public:
-  AppSupervisor(base::EventLoop& loop, Alerts& alerts, AgentSettings agent, AppConfig app, std::vector<int> listen_fds,
-                std::vector<std::string> agent_environ);
+  AppSupervisor(base::EventLoop& loop, Alerts& alerts, releases::HistoryLog& history, AgentSettings agent, AppConfig app,
+                std::vector<int> listen_fds, std::vector<std::string> agent_environ);
   ~AppSupervisor() override;
   AppSupervisor(const AppSupervisor&) = delete;
   AppSupervisor& operator=(const AppSupervisor&) = delete;
@@ -115,6 +115,7 @@ class AppSupervisor : private Effects {
   bool open_sockets(std::string* err) override;
   void config_applied(const AppConfig& app) override;
   void alert(Alert a) override { alerts_.raise(std::move(a)); }
+  void history(releases::HistoryEntry e) override { history_.add(std::move(e)); }
   bool in_fleet() override { return fleet_ && !app_.fleet_waves.empty(); }
   void fleet_acquire(const OpRequest& op, const std::string& release, const std::string& version, std::function<void(const std::string&)> progress,
                      std::function<void(const FleetTurn&)> then) override;
@@ -194,6 +195,8 @@ class AppSupervisor : private Effects {
 
   base::EventLoop& loop_;
   Alerts& alerts_;
+  releases::HistoryLog& history_;
+  mutable std::map<pid_t, std::pair<base::Clock::time_point, double>> cpu_seen_;  // status: CPU seconds when last asked
   AgentSettings agent_;
   AppConfig app_;      // as the machine last applied it (a reload waits for the running operation)
   AppConfig watched_;  // as last loaded: the file watch follows it at once

@@ -157,6 +157,8 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
       // During its bake a release does not get restarted: it goes back out (bake.cc).
       slot->restarts++;
       stats_.restarts++;
+      slot->last_exit = releases::now_stamp().substr(11, 8) + " " + how + " (bake)";
+      crash_history(name + " " + how + " during the bake (not restarted)", gone.release);
       fail_bake(name + " exited during the bake: " + how + last_output);
     } else if (!stopped_ && !shutting_down_) {
       bool healthy = gone.state == WorkerState::Ready && loop_.now() - gone.ready_at >= kHealthyPeriod;
@@ -166,6 +168,10 @@ void AppMachine::on_exit(pid_t pid, const std::string& how, const std::string& l
       stats_.restarts++;
       spdlog::warn("{}: {} {}{}; restarting in {}", app_.name, name, reason,
                    gone.state == WorkerState::Starting ? " before ready" : "", base::format_duration(backoff(slot->crashes)));
+      slot->last_exit = releases::now_stamp().substr(11, 8) + " " + how;
+      crash_history(name + " " + reason + (gone.state == WorkerState::Starting ? " before ready" : "") + "; restarting in " +
+                        base::format_duration(backoff(slot->crashes)),
+                    gone.release);
       if (slot->crashes >= kCrashLoop && !slot->loop_alerted) {
         slot->loop_alerted = true;
         fx_.alert({app_.name, "crash_loop",
@@ -254,6 +260,17 @@ void AppMachine::reconcile() {
   }
 }
 
+void AppMachine::crash_history(const std::string& detail, const std::string& release) {
+  releases::HistoryEntry h;
+  h.app = app_.name;
+  h.op = "crash";
+  h.ok = false;
+  h.detail = detail;
+  h.source = "agent";
+  h.release = release;
+  fx_.history(std::move(h));
+}
+
 void AppMachine::check_memory() {
   memory_timer_ = 0;
   if (app_.max_memory == 0 || shutting_down_) return;
@@ -267,6 +284,7 @@ void AppMachine::check_memory() {
     fx_.alert({app_.name, "memory_replaced",
                worker_name(*w) + " uses " + base::format_size(rss) + ", over max_memory " + base::format_size(app_.max_memory),
                "replacing it with a fresh worker (zero downtime)", w->pid, w->release});
+    slots_[i].last_exit = releases::now_stamp().substr(11, 8) + " replaced: " + base::format_size(rss) + " over max_memory";
     OpRequest op;
     op.kind = OpRequest::Kind::Replace;
     op.slot = static_cast<int>(i);

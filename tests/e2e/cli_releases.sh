@@ -5,6 +5,9 @@ source "$(dirname "$0")/lib.sh"
 
 app="$TMP/state/web"
 mkdir -p "$app/releases"/{20261120T080000Z-1.0.0,20261121T080000Z-1.1.0,20261122T080000Z-1.2.0,20261122T090000Z-1.3.0}
+# Two staged in the same second: the id string would put 1.10.0 below 1.9.0; the journal says
+# 1.10.0 came last.
+mkdir -p "$app/releases"/{20261123T080000Z-1.9.0,20261123T080000Z-1.10.0}
 mkdir -p "$app/releases/20261122T100000Z-1.4.0.tmp"   # half-staged: never listed
 ln -s releases/20261121T080000Z-1.1.0 "$app/current"
 j() { printf '{"time":"%s","event":"%s","release":"%s","version":"%s","source":"%s","revision":"","reason":"%s","uid":0}\n' "$@"; }
@@ -17,19 +20,21 @@ j() { printf '{"time":"%s","event":"%s","release":"%s","version":"%s","source":"
   j 2026-11-22T08:00:09Z failed    20261122T080000Z-1.2.0 1.2.0 cli "worker exited before ready"
   echo '{"torn": '
   j 2026-11-22T09:00:00Z staged    20261122T090000Z-1.3.0 1.3.0 rpm ""
+  j 2026-11-23T08:00:00Z staged    20261123T080000Z-1.9.0 1.9.0 cli ""
+  j 2026-11-23T08:00:00Z staged    20261123T080000Z-1.10.0 1.10.0 cli ""
 } > "$app/journal.jsonl"
 printf '[agent]\nstate_dir = "%s"\n[[app]]\nname = "web"\ncommand = ["node"]\n[[app]]\nname = "api"\ncommand = ["node"]\n' "$TMP/state" > "$TMP/agent.toml"
 
 run "$AGENT" releases web -c "$TMP/agent.toml"
 expect_rc 0
-expect_out "*  20261121T080000Z-1.1.0  1.1.0"
-expect_out "20261122T080000Z-1.2.0  1.2.0    cli     failed"
+expect_out "*  2026-11-21 08:00:00  20261121T080000Z-1.1.0   1.1.0"
+expect_out "   2026-11-22 08:00:00  20261122T080000Z-1.2.0   1.2.0    cli     failed"
 expect_out "worker exited before ready"
-expect_out "20261120T080000Z-1.0.0  1.0.0    rpm     previous"
-expect_out "20261122T090000Z-1.3.0  1.3.0    rpm     staged"
+expect_out "2026-11-20 08:00:00  20261120T080000Z-1.0.0   1.0.0    rpm     previous"
+expect_out "2026-11-22 09:00:00  20261122T090000Z-1.3.0   1.3.0    rpm     staged"
 expect_no_out ".tmp"
 expect_err "journal.jsonl:7: not a JSON object"
-[ "$(head -2 <<<"$out" | tail -1 | awk '{print $1}')" = "20261122T090000Z-1.3.0" ] && pass || fail "not newest first: $out"
+[ "$(sed -n 2,4p <<<"$out" | awk '{print $3}' | tr '\n' ' ')" = "20261123T080000Z-1.10.0 20261123T080000Z-1.9.0 20261122T090000Z-1.3.0 " ] && pass || fail "not newest staged first: $out"
 
 run "$AGENT" releases -c "$TMP/agent.toml"
 expect_rc 0
@@ -43,7 +48,8 @@ import json, sys
 j = json.loads(sys.argv[1])
 assert j["app"] == "web"
 r = {x["id"]: x for x in j["releases"]}
-assert len(r) == 4
+assert len(r) == 6
+assert [x["id"] for x in j["releases"]][:2] == ["20261123T080000Z-1.10.0", "20261123T080000Z-1.9.0"]
 assert r["20261121T080000Z-1.1.0"]["current"] and r["20261121T080000Z-1.1.0"]["state"] == "active"
 assert r["20261121T080000Z-1.1.0"]["source"] == "git"
 assert r["20261122T080000Z-1.2.0"]["state"] == "failed"

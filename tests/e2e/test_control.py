@@ -3,6 +3,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import socket
 import stat
 import subprocess
@@ -68,12 +69,17 @@ class Control(AgentTest):
         self.assertEqual(st["current"], self.a.current("web"))
         self.assertEqual(st["version"], "1.0.0")
         w = st["workers"][0]
-        for key in ("slot", "pid", "release", "state", "role", "uptime_s", "rss", "restarts"):
+        for key in ("slot", "pid", "release", "state", "role", "uptime_s", "rss", "restarts", "cpu_seconds", "cpu_percent"):
             self.assertIn(key, w)
         self.assertGreater(w["rss"], 1 << 20)
+        self.assertGreaterEqual(w["cpu_percent"], 0)
+        ready = sum(x["state"] == "ready" and x["role"] == "serving" for x in st["workers"])
         text = self.a.cli("status").stdout
-        self.assertIn("web: running, current " + st["current"] + " (version 1.0.0)", text)
-        self.assertIn("SLOT  PID", text)
+        self.assertIn(f"web: running, {ready}/{st['instances']} ready, current " + st["current"] + " (version 1.0.0)", text)
+        self.assertRegex(text, r"SLOT +PID +RELEASE +STATE +ROLE +UPTIME +CPU +RSS +RESTARTS +LAST EXIT")
+        self.assertRegex(text, r"\d+\.\d%")
+        slots = [int(l.split()[0]) for l in text.splitlines() if re.match(r"^  \d+ ", l)]
+        self.assertEqual(slots, sorted(slots), "workers sorted by slot")
 
 
     def test_a_client_that_says_nothing_is_dropped(self):

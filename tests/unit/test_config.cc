@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "agent/config/config.h"
+#include "agent/config/config_diff.h"
 #include "testutil.h"
 
 using namespace agent;
@@ -269,4 +270,37 @@ TEST_CASE("config: health probe and bake") {
   expect_one(web + "health_host = \"a b\"\n", 5, 15, "is not a host name");
   // A bake without a probe watches the workers only: no window to be shorter than.
   REQUIRE(errors_of(web + "bake = \"5s\"\n", &cfg).empty());
+}
+
+TEST_CASE("changed_keys: what a reload changed, by key; apps matched by name") {
+  const std::string before = R"(
+[agent]
+state_dir = "/var/lib/agent"
+[[app]]
+name = "web"
+command = ["node", "server.js"]
+instances = 2
+[app.env]
+API_URL = "http://a"
+[[app]]
+name = "old"
+command = ["node"]
+)";
+  const std::string after = R"(
+[agent]
+state_dir = "/var/lib/agent"
+[[app]]
+name = "api"
+command = ["node"]
+[[app]]
+name = "web"
+command = ["node", "server.js", "--x"]
+instances = 4
+[app.env]
+API_URL = "http://a"
+TOKEN = "t"
+)";
+  auto keys = agent::changed_keys(before, after);
+  CHECK(keys == std::vector<std::string>{"app.old (removed)", "app.web.command", "app.web.instances", "app.api (added)", "app.web.env.TOKEN"});
+  CHECK(agent::changed_keys(before, before).empty());
 }

@@ -89,6 +89,8 @@ struct FakeWorld : Effects {
   }
   void config_applied(const AppConfig&) override { applied_configs++; }
   void alert(Alert a) override { alerts.push_back(std::move(a)); }
+  std::vector<releases::HistoryEntry> history_lines;
+  void history(releases::HistoryEntry e) override { history_lines.push_back(std::move(e)); }
   // The fleet: a turn comes when the test gives it.
   bool fleet = false;
   std::function<void(const FleetTurn&)> turn_then;
@@ -351,6 +353,60 @@ TEST_CASE("a worker over max_memory is replaced by a Replace operation, one at a
   CHECK(r.world.signals[old[1]] == std::vector<int>{SIGTERM});
   CHECK_FALSE(r.world.signals.count(old[0]));
   CHECK(r.m->slots()[1].serving == fresh);
+}
+
+TEST_CASE("history: each operation's end, who asked and how long it took; each crash restart; the slot's last exit") {
+  AppConfig app = app_config(2);
+  app.max_memory = 100 << 20;
+  Rig r(app);
+  OpRequest deploy = r.op(OpRequest::Kind::Deploy);
+  deploy.uid = 1000;
+  deploy.source = "git";
+  r.m->submit(std::move(deploy));
+  r.settle();
+  auto then = std::exchange(r.world.stage_then, nullptr);
+  r.advance(1500ms);  // staging took 1.5 s
+  then({true, "R1", "1.0", "", ""});
+  r.settle();
+  r.ready_all("R1");
+  r.ready_all("R1");
+  REQUIRE(r.m->phase() == Phase::Idle);
+  REQUIRE(r.world.history_lines.size() == 1);
+  const auto& h = r.world.history_lines[0];
+  CHECK(h.app == "web");
+  CHECK(h.op == "deploy");
+  CHECK(h.ok);
+  CHECK(h.uid == 1000);
+  CHECK(h.source == "git");
+  CHECK(h.release == "R1");
+  CHECK(h.seconds == doctest::Approx(1.5));
+  CHECK(h.detail.find("live: R1") == 0);
+
+  pid_t p = r.m->slots()[0].serving;
+  r.exit(p, "exited with status 3");
+  REQUIRE(r.world.history_lines.size() == 2);
+  CHECK(r.world.history_lines[1].op == "crash");
+  CHECK_FALSE(r.world.history_lines[1].ok);
+  CHECK(r.world.history_lines[1].uid == -1);
+  CHECK(r.world.history_lines[1].detail.find("exited with status 3; restarting in 100ms") != std::string::npos);
+  CHECK(r.m->slots()[0].last_exit.ends_with(" exited with status 3"));
+  r.advance(100ms);
+  r.ready_all("R1");
+
+  r.world.rss_of[r.m->slots()[1].serving] = 200 << 20;
+  r.advance(timing::kMemoryCheck);
+  r.ready_all("R1");
+  REQUIRE(r.world.history_lines.size() == 3);
+  CHECK(r.world.history_lines[2].op == "replace");
+  CHECK(r.world.history_lines[2].source == "max_memory");
+  CHECK(r.m->slots()[1].last_exit.find("replaced: 200M over max_memory") != std::string::npos);
+
+  r.submit(OpRequest::Kind::Stop);
+  for (pid_t w : r.serving()) r.exit(w, "exited with status 0");
+  for (const auto& [pid, w] : std::map(r.m->workers())) r.exit(pid, "exited with status 0");
+  REQUIRE(r.world.history_lines.size() == 4);
+  CHECK(r.world.history_lines[3].op == "stop");
+  CHECK(r.world.history_lines[3].release == "R1");
 }
 
 TEST_CASE("stop drains everything and closes the sockets; start binds them and runs current") {

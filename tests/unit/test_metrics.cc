@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "agent/cli/cli.h"
+#include "agent/process/orphans.h"
 #include "agent/daemon/metrics.h"
 
 using namespace agent;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "base/fs.h"
+#include "releases/history.h"
 #include "releases/journal.h"
 #include "releases/version.h"
 #include "testutil.h"
@@ -186,4 +187,48 @@ TEST_CASE("journal: append and read back; a torn line is skipped, not fatal") {
   CHECK(entries[1].reason == "deploy");
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0].find("journal.jsonl:2: not a JSON object") != std::string::npos);
+}
+
+TEST_CASE("history.jsonl: written by its own thread, read back with rotated files, oldest first, from --since") {
+  testutil::TempDir dir;
+  std::string path = dir / "history.jsonl";
+  {
+    releases::HistoryLog log(path);
+    releases::HistoryEntry e;
+    e.app = "web";
+    e.op = "deploy";
+    e.detail = "live: R1";
+    e.uid = 0;
+    e.source = "cli";
+    e.seconds = 1.23456;
+    e.release = "R1";
+    e.time = "2026-12-03T10:00:00.000Z";
+    log.add(e);
+    e.op = "crash";
+    e.ok = false;
+    e.uid = -1;
+    e.seconds = -1;
+    e.time = "2026-12-03T11:00:00.000Z";
+    log.add(e);
+  }  // the destructor writes what is queued
+  // An older, rotated file and a line that is not an entry.
+  testutil::write(path + ".1", R"({"time":"2026-12-02T09:00:00.000Z","app":"","op":"config_reload","ok":true,"detail":"changed: app.web.instances","uid":0,"source":"signal"})"
+                               "\nnot json\n");
+  std::vector<std::string> warnings;
+  auto all = releases::read_history(path, "", &warnings);
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].op == "config_reload");
+  CHECK(all[1].op == "deploy");
+  CHECK(all[1].seconds == doctest::Approx(1.235));
+  CHECK(all[1].release == "R1");
+  CHECK(all[2].op == "crash");
+  CHECK_FALSE(all[2].ok);
+  CHECK(all[2].seconds == -1);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].find("history.jsonl.1:2: not a history entry") != std::string::npos);
+  auto recent = releases::read_history(path, "2026-12-03T10:30:00.000Z", nullptr);
+  REQUIRE(recent.size() == 1);
+  CHECK(recent[0].op == "crash");
+  CHECK_FALSE(releases::parse_history_line(R"({"time": 5, "op": "x"})"));
+  CHECK_FALSE(releases::parse_history_line(R"({"time": "t", "op": "x", "uid": "root"})"));
 }
