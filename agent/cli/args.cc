@@ -317,6 +317,9 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   post_receive->add_option("--socket", a->socket, "the control socket (no config is read)")->type_name("PATH");
   post_receive->add_option("--branch", a->branch, "ignore refs other than this branch")->type_name("BRANCH");
 
+  CLI::App* import = verb("import-pm2", "turn a PM2 ecosystem file into an agent.toml");
+  import->add_option("FILE", a->positional, "the PM2 JSON or JSON5 file")->required()->type_name("");
+
   // A misspelt verb is named before CLI11 would call it an unexpected argument.
   std::vector<std::string> given = words(argv, 2);
   if (!given.empty()) {

@@ -37,5 +37,6 @@ int cmd_releases(const Args& a);
 int cmd_logs(const Args& a);
 int cmd_fleet(const Args& a);
 int cmd_history(const Args& a);
+int cmd_import_pm2(const Args& a);
 
 }  // namespace agent
