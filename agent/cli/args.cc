@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "agent/config/config.h"
+#include "base/text.h"
 #include "base/units.h"
 
 namespace agent {
@@ -201,24 +202,10 @@ std::string unknown(const std::string& what, const std::string& word, const std:
 }  // namespace
 
 std::string nearest_word(const std::string& word, const std::vector<std::string>& candidates) {
-  auto distance = [](const std::string& a, const std::string& b) {
-    std::vector<size_t> row(b.size() + 1);
-    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-    for (size_t i = 1; i <= a.size(); ++i) {
-      size_t diag = row[0];
-      row[0] = i;
-      for (size_t j = 1; j <= b.size(); ++j) {
-        size_t up = row[j];
-        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-        diag = up;
-      }
-    }
-    return row[b.size()];
-  };
   std::string best;
   size_t best_d = 3;
   for (const auto& c : candidates) {
-    size_t d = distance(word, c);
+    size_t d = base::edit_distance(word, c);
     if (d < best_d && d * 2 < std::max(word.size(), c.size())) best = c, best_d = d;
   }
   return best;

@@ -97,13 +97,6 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-int cmd_check(const Args& a) {
-  Config cfg;
-  if (!load(a, &cfg)) return 1;
-  std::printf("%s: ok (%zu app%s: %s)\n", a.config.c_str(), cfg.apps.size(), cfg.apps.size() == 1 ? "" : "s", app_names(cfg).c_str());
-  return 0;
-}
-
 int cmd_run(const Args& a) {
   // First, before any thread exists (the alert sender, libgit2's, a build's): every thread
   // inherits this mask, so SIGTERM/SIGINT/SIGHUP reach the daemon only through its signalfd.

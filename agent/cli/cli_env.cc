@@ -31,56 +31,55 @@ constexpr const char* kHidden = "<hidden: agent env --show-secrets>";
 
 }  // namespace
 
+bool preview_launch(const Config& cfg, const AppConfig& app, const std::optional<std::string>& release, LaunchPreview* out,
+                    std::string* err) {
+  releases::ReleaseStore store(app.app_dir(cfg.agent));
+  LaunchContext& ctx = out->ctx;
+  if (release) {
+    ctx.release_id = *release;
+    if (!releases::valid_release_id(ctx.release_id) || !base::is_directory(store.release_dir(ctx.release_id)))
+      return *err = "app " + app.name + " has no release " + ctx.release_id + " (see agent releases " + app.name + ")", false;
+    ctx.release_dir = store.release_dir(ctx.release_id);
+  } else if (auto cur = store.current()) {
+    ctx.release_id = *cur;
+    ctx.release_dir = store.release_dir(*cur);
+  } else if (!app.source.empty()) {
+    ctx.release_dir = app.source;
+    out->staged_from_source = true;
+    out->note = "nothing is deployed yet: showing the environment for a release staged from " + app.source;
+    ctx.release_id = "(given when staged)";
+  } else {
+    return *err = "app " + app.name + " has no release and no source yet", false;
+  }
+  std::string raw, why;
+  if (!releases::read_version(ctx.release_dir, app.watch, &ctx.version, &raw, &why))
+    out->note += (out->note.empty() ? "" : "; ") + std::string("version unknown: ") + why;
+  for (char** e = environ; *e; ++e) ctx.agent_environ.emplace_back(*e);
+  ctx.notify_socket = app.app_dir(cfg.agent) + "/notify.sock";
+  ctx.node_shim = find_node_shim(nullptr);
+  if (!lookup_account(app, &ctx.account, &why)) return *err = "app " + app.name + ": " + why, false;
+  if (!LaunchEnv::build(app, ctx, &out->env, &why)) return *err = "app " + app.name + ": " + why, false;
+  out->resolves = resolve_command(app.command[0], out->env, ctx.release_dir, ctx.account, &out->resolved, &out->resolve_error);
+  return true;
+}
+
 int cmd_env(const Args& a) {
   Config cfg;
   if (!load(a, &cfg)) return 1;
   const AppConfig* app = pick_app(cfg, a, 0);
   if (!app) return 1;
-  releases::ReleaseStore store(app->app_dir(cfg.agent));
-
-  LaunchContext ctx;
-  std::string note;
-  if (a.release) {
-    ctx.release_id = *a.release;
-    if (!releases::valid_release_id(ctx.release_id) || !base::is_directory(store.release_dir(ctx.release_id))) {
-      std::fprintf(stderr, "agent: app %s has no release %s (see agent releases %s)\n", app->name.c_str(),
-                   ctx.release_id.c_str(), app->name.c_str());
-      return 1;
-    }
-    ctx.release_dir = store.release_dir(ctx.release_id);
-  } else if (auto cur = store.current()) {
-    ctx.release_id = *cur;
-    ctx.release_dir = store.release_dir(*cur);
-  } else if (!app->source.empty()) {
-    ctx.release_dir = app->source;
-    note = "nothing is deployed yet: showing the environment for a release staged from " + app->source;
-    ctx.release_id = "(given when staged)";
-  } else {
-    std::fprintf(stderr, "agent: app %s has no release and no source yet\n", app->name.c_str());
-    return 1;
-  }
-  std::string raw, err;
-  if (!releases::read_version(ctx.release_dir, app->watch, &ctx.version, &raw, &err)) {
-    if (note.empty()) note = "version unknown: " + err;
-    else note += "; version unknown: " + err;
-  }
-  for (char** e = environ; *e; ++e) ctx.agent_environ.emplace_back(*e);
-  ctx.notify_socket = app->app_dir(cfg.agent) + "/notify.sock";
-  ctx.node_shim = find_node_shim(nullptr);
-  if (!lookup_account(*app, &ctx.account, &err)) {
-    std::fprintf(stderr, "agent: app %s: %s\n", app->name.c_str(), err.c_str());
-    return 1;
-  }
-  LaunchEnv env;
-  if (!LaunchEnv::build(*app, ctx, &env, &err)) {
-    std::fprintf(stderr, "agent: app %s: %s\n", app->name.c_str(), err.c_str());
-    return 1;
-  }
-  std::string resolved, resolve_err;
-  bool ok = resolve_command(app->command[0], env, ctx.release_dir, ctx.account, &resolved, &resolve_err);
+  LaunchPreview p;
+  std::string err;
+  if (!preview_launch(cfg, *app, a.release, &p, &err)) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
+  const LaunchContext& ctx = p.ctx;
+  const LaunchEnv& env = p.env;
+  const std::string& note = p.note;
+  const std::string& resolved = p.resolved;
+  const std::string& resolve_err = p.resolve_error;
+  bool ok = p.resolves;
 
   if (a.json) {
-    nlohmann::json j = {{"app", app->name}, {"release", note.starts_with("nothing is deployed") ? nlohmann::json(nullptr) : nlohmann::json(ctx.release_id)}, {"release_dir", ctx.release_dir},
+    nlohmann::json j = {{"app", app->name}, {"release", p.staged_from_source ? nlohmann::json(nullptr) : nlohmann::json(ctx.release_id)}, {"release_dir", ctx.release_dir},
                         {"version", ctx.version}, {"user", ctx.account.name}};
     bool show = a.show_secrets;
     for (const auto& v : env.vars) {

@@ -84,7 +84,7 @@ std::optional<std::string> size_text(const Json& v) {
   if (unit) return std::to_string(*n) + unit;
   for (int shift : {30, 20, 10})
     if (*n % (1LL << shift) == 0) return std::to_string(*n >> shift) + "KMG"[shift / 10 - 1];
-  return std::to_string(*n);
+  return std::to_string((*n + 1023) >> 10) + "K";  // the agent wants a unit: up to the next KiB
 }
 
 std::string ms_text(long long ms) { return ms % 1000 ? std::to_string(ms) + "ms" : std::to_string(ms / 1000) + "s"; }

@@ -7,6 +7,7 @@
 
 #include "agent/cli/args.h"
 #include "agent/config/config.h"
+#include "agent/process/launch_env.h"
 
 namespace agent {
 
@@ -26,6 +27,20 @@ const AppConfig* pick_app(const Config& cfg, const Args& a, size_t index);
 int call(const Config& cfg, const nlohmann::json& req, bool print_final = true);
 /// Prints JSON for scripts (invalid UTF-8 replaced).
 void print_json(const nlohmann::json& j);
+
+/// What a worker of `app` would start with, built as the daemon builds it (cli_env.cc): on
+/// `release`, else the current one, else the app's source. False when it cannot be built (no
+/// release, an unknown account, an unreadable env_file): *err says why.
+struct LaunchPreview {
+  LaunchContext ctx;
+  LaunchEnv env;
+  std::string note;  // "nothing is deployed yet: ...", "version unknown: ..."
+  bool staged_from_source = false;
+  bool resolves = false;  // command[0] found
+  std::string resolved, resolve_error;
+};
+bool preview_launch(const Config& cfg, const AppConfig& app, const std::optional<std::string>& release, LaunchPreview* out,
+                    std::string* err);
 
 int cmd_run(const Args& a);
 int cmd_check(const Args& a);

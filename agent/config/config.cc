@@ -19,6 +19,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "base/text.h"
+
 namespace agent {
 
 std::string ConfigError::format() const {
@@ -76,16 +78,31 @@ bool valid_relative_path(std::string_view p) {
   return true;
 }
 
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
+using base::edit_distance;
+
+// A PM2 key where an agent key was meant (seed 004's pm2.json): what to write instead.
+std::string pm2_hint(std::string_view key) {
+  static const std::pair<const char*, const char*> kHints[] = {
+      {"max_memory_restart", "PM2's max_memory_restart is max_memory here: \"500M\""},
+      {"script", "PM2's script and args are one command here: command = [\"node\", \"app.js\", \"--flag\"]"},
+      {"args", "PM2's script and args are one command here: command = [\"node\", \"app.js\", \"--flag\"]"},
+      {"exec_interpreter", "the interpreter is command[0] here: command = [\"node\", \"app.js\"]"},
+      {"interpreter", "the interpreter is command[0] here: command = [\"node\", \"app.js\"]"},
+      {"exec_mode", "not needed: every app runs `instances` workers sharing the agent's listen sockets"},
+      {"cwd", "PM2's cwd is source here: the directory each release is staged from"},
+      {"env_production", "the agent has one environment per app: put it in [app.env] (or env_file)"},
+      {"listen_timeout", "PM2's listen_timeout is ready_timeout here: \"10s\""},
+      {"kill_signal", "PM2's kill_signal is drain_signal here"},
+      {"merge_logs", "not needed: every worker's lines go to <log_dir>/<app>/app.log, stamped with slot and pid"},
+      {"error_file", "the agent writes <log_dir>/<app>/app.log; see agent logs --stream err"},
+      {"out_file", "the agent writes <log_dir>/<app>/app.log; see agent logs --stream out"},
+      {"autorestart", "not needed: a crashed worker is always restarted, with backoff"},
+      {"ignore_watch", "the agent watches one file, `watch` (package.json or a marker), not a tree"},
+  };
+  for (const auto& [pm2, hint] : kHints)
+    if (key == pm2) return hint;
+  if (key.starts_with("env_")) return "PM2's env_<name> has no place here: the agent has one environment per app, [app.env]";
+  return "";
 }
 
 const char* type_name(toml::node_type t) {
@@ -196,8 +213,14 @@ class TableReader {
     const toml::node* n = get(key);
     if (!n) return;
     if (!n->is_string()) return type_error(*n, key, "a size string such as \"500M\"");
+    const std::string& text = n->as_string()->get();
+    // A bare number is bytes to parse_size, and "200" meant as megabytes would replace every
+    // worker at once: here a size says its unit (0 alone needs none).
+    if (!text.empty() && text != "0" && text.find_first_not_of("0123456789") == std::string::npos)
+      return ctx_.error(n->source(), where_ + " " + std::string(key) + " = \"" + text + "\": " + text + " what? use K, M or G (\"" + text +
+                                         "M\"; \"0\" is no limit)");
     std::string err;
-    if (auto v = base::parse_size(n->as_string()->get(), &err)) *out = *v;
+    if (auto v = base::parse_size(text, &err)) *out = *v;
     else error(*n, key, err);
   }
 
@@ -211,8 +234,9 @@ class TableReader {
         size_t d = edit_distance(k.str(), name);
         if (d < best) best = d, hint = name;
       }
+      std::string pm2 = pm2_hint(k.str());
       ctx_.error(k.source(), "unknown key \"" + std::string(k.str()) + "\" in " + where_ +
-                                 (hint.empty() ? "" : " (did you mean \"" + hint + "\"?)"));
+                                 (!pm2.empty() ? " (" + pm2 + ")" : hint.empty() ? "" : " (did you mean \"" + hint + "\"?)"));
     }
   }
 

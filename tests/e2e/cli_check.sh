@@ -65,6 +65,45 @@ expect_out "Usage: agent"
 run "$AGENT" check --help
 expect_rc 0
 expect_out "file:line:col"
+# --deep: the host too. A good one passes; each problem is one line and the exit is 1.
+cfg=$("$REPO/scripts/render-example.sh" hello-node "$TMP/deep-ok")
+run "$AGENT" check --deep -c "$cfg"
+expect_rc 0
+expect_out "env files, commands, accounts and sources checked on this host"
+mkdir -p "$TMP/src"
+cat > "$TMP/deep.toml" <<TOML
+[agent]
+state_dir = "$TMP/deep-state"
+[[app]]
+name = "web"
+command = ["nodez", "server.js"]
+source = "$TMP/src"
+[[app]]
+name = "api"
+command = ["node", "server.js"]
+source = "$TMP/not-installed"
+[[app]]
+name = "worker"
+command = ["node", "server.js"]
+source = "$TMP/src"
+env_file = "$TMP/missing.env"
+TOML
+run "$AGENT" check -c "$TMP/deep.toml"
+expect_rc 0
+run "$AGENT" check --deep -c "$TMP/deep.toml"
+expect_rc 1
+expect_err "app web: command \"nodez\" is not on the launch PATH"
+expect_err "app api: source $TMP/not-installed: no such directory"
+expect_err "app worker: env_file: read $TMP/missing.env: No such file or directory"
+expect_err "3 problems on this host (the config itself is valid)"
+
+# A size without its unit, and PM2's names for agent keys.
+printf '[[app]]\nname = "a"\ncommand = ["node"]\nmax_memory = "200"\nmax_memory_restart = "1G"\n' > "$TMP/units.toml"
+run "$AGENT" check -c "$TMP/units.toml"
+expect_rc 1
+expect_err 'max_memory = "200": 200 what? use K, M or G'
+expect_err "PM2's max_memory_restart is max_memory here"
+
 run "$AGENT" frobnicate
 expect_rc 2
 expect_err 'unknown command "frobnicate"'

@@ -116,6 +116,11 @@ TEST_CASE("config: an unknown key is an error at the key, with a hint") {
   expect_one(kApp + "drain_timout = \"5s\"\n", 4, 1, "unknown key \"drain_timout\" in [[app]] \"a\" (did you mean \"drain_timeout\"?)");
   expect_one("[agent]\nstate_dri = \"/x\"\n" + kApp, 2, 1, "unknown key \"state_dri\" in [agent]");
   expect_one("bogus = 1\n" + kApp, 1, 1, "unknown key \"bogus\"");
+  // PM2's names (seed 004's pm2.json) get what to write instead.
+  expect_one(kApp + "max_memory_restart = \"500M\"\n", 4, 1, "(PM2's max_memory_restart is max_memory here");
+  expect_one(kApp + "script = \"app.js\"\n", 4, 1, "one command here: command = [");
+  expect_one(kApp + "exec_mode = \"cluster_mode\"\n", 4, 1, "not needed: every app runs `instances` workers");
+  expect_one(kApp + "[app.env_production]\nNODE_ENV = \"production\"\n", 4, 6, "one environment per app: put it in [app.env]");
 }
 
 TEST_CASE("config: a wrong type names what was expected and found") {
@@ -129,6 +134,11 @@ TEST_CASE("config: bad durations and sizes, precisely") {
   expect_one(kApp + "ready_timeout = \"30\"\n", 4, 17, "ready_timeout: \"30\" has no unit");
   expect_one(kApp + "drain_timeout = \"ten\"\n", 4, 17, "drain_timeout: \"ten\" is not a duration");
   expect_one(kApp + "max_memory = \"500Q\"\n", 4, 14, "max_memory: \"500Q\": unknown size unit");
+  expect_one(kApp + "max_memory = \"200\"\n", 4, 14, "max_memory = \"200\": 200 what? use K, M or G (\"200M\"");
+  expect_one("[agent]\nlog_max_size = \"1000000\"\n" + kApp, 2, 16, "log_max_size = \"1000000\": 1000000 what?");
+  Config cfg;
+  REQUIRE(errors_of(kApp + "max_memory = \"0\"\n", &cfg).empty());  // no limit
+  CHECK(cfg.apps[0].max_memory == 0);
   expect_one(kApp + "kill_timeout = \"0s\"\n", 4, 16, "must be longer than 0");
   expect_one(kApp + "drain_timeout = \"10s\"\nkill_timeout = \"5s\"\n", 5, 16, "shorter than drain_timeout");
   expect_one(kApp + "drain_timeout = \"2m\"\n", 4, 17, "longer than kill_timeout (default 1m)");

@@ -226,7 +226,7 @@ TEST_CASE("units: sizes, milliseconds, instances") {
   CHECK(cfg.apps[2].drain_signal == SIGTERM);  // SIGKILL drains nothing: the agent's default stays, with a comment
   CHECK(has(out.toml, "# pm2 \"kill_signal\" = \"SIGKILL\": not a signal the agent drains with"));
   CHECK(has(out.toml, "# pm2 \"instances\" = \"max\": the agent runs a fixed number of workers"));
-  CHECK(cfg.apps[2].max_memory == 1000);
+  CHECK(cfg.apps[2].max_memory == 1024);  // 1000 bytes: the agent wants a unit, rounded up to 1K
   CHECK(has(out.toml, "# pm2 \"instances\" = -1: the agent"));
   CHECK(cfg.apps[3].max_memory == 0);
   CHECK(has(out.toml, "# pm2 \"max_memory_restart\" = \"5MB\": not a size"));
