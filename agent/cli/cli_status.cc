@@ -62,6 +62,7 @@ int cmd_status(const Args& a) {
                 app.value("instances", 0), cur.c_str());
     if (!app["version"].get<std::string>().empty()) std::printf(" (version %s)", app["version"].get<std::string>().c_str());
     if (!app["operation"].get<std::string>().empty()) std::printf(", %s in progress", app["operation"].get<std::string>().c_str());
+    if (!app.value("progress", "").empty()) std::printf(" (%s)", app["progress"].get<std::string>().c_str());
     if (app.contains("fleet_waiting"))
       std::printf(", %s (version %s) waiting for a fleet slot", app["fleet_waiting"].get<std::string>().c_str(),
                   app["fleet_waiting_version"].get<std::string>().c_str());

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <spdlog/async.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -28,7 +29,19 @@
 extern char** environ;
 
 namespace agent {
+
 namespace {
+
+// %* in a log pattern: the line's syslog priority as journald reads it from a stream ("<4>").
+class PriorityFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    std::string_view p = journal_priority(static_cast<int>(msg.level));
+    dest.append(p.data(), p.data() + p.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<PriorityFlag>(); }
+};
+
 
 sigset_t daemon_signals() {
   sigset_t mask;
@@ -240,8 +253,27 @@ void Daemon::check_ready() {
       ready_timer_ = loop_.after(std::chrono::milliseconds(50), [this] { check_ready(); });
       return;
     }
-  std::string status = "STATUS=" + std::to_string(apps_.size()) + " app(s) running";
-  if (sd_notify("READY=1\n" + status)) spdlog::info("told systemd: ready");
+  last_status_ = status_line();
+  if (sd_notify("READY=1\nSTATUS=" + last_status_)) spdlog::info("told systemd: ready");
+  if (notify_socket_set()) status_timer_ = loop_.after(std::chrono::seconds(1), [this] { status_tick(); });
+}
+
+std::string Daemon::status_line() const {
+  std::string line;
+  for (const auto& [name, app] : apps_) line += (line.empty() ? "" : "; ") + app->summary();
+  return line.empty() ? "no apps" : line;
+}
+
+// STATUS= for `systemctl status agent`, when it changed: what each app is doing now
+// ("nuomi: rolling 1.2.0, batch 3/14; h5: running, 10/10 ready").
+void Daemon::status_tick() {
+  status_timer_ = 0;
+  if (shutting_down_) return;
+  if (std::string line = status_line(); line != last_status_) {
+    last_status_ = line;
+    sd_notify("STATUS=" + line);
+  }
+  status_timer_ = loop_.after(std::chrono::seconds(1), [this] { status_tick(); });
 }
 
 void Daemon::watchdog_ping(std::chrono::milliseconds every) {
@@ -256,7 +288,14 @@ int Daemon::run() {
   constexpr size_t kLogQueue = 8192;
   spdlog::init_thread_pool(kLogQueue, 1);
   auto logger = spdlog::create_async_nb<spdlog::sinks::stderr_color_sink_mt>("agent");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  if (journal_stream_is(std::getenv("JOURNAL_STREAM"), STDERR_FILENO)) {
+    // journald: "<4>" says the priority (journalctl -p warning), the journal adds the time.
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<PriorityFlag>('*').set_pattern("%*%v");
+    logger->set_formatter(std::move(formatter));
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  }
   spdlog::set_default_logger(logger);
   std::string err;
   int rc = 0;
@@ -295,6 +334,7 @@ void Daemon::begin_shutdown() {
   sd_notify("STOPPING=1\nSTATUS=draining every worker");
   loop_.cancel(ready_timer_);  // no READY=1 after STOPPING=1
   ready_timer_ = 0;
+  loop_.cancel(std::exchange(status_timer_, 0));
   auto remaining = std::make_shared<size_t>(apps_.size() + retired_.size());
   auto one_done = [this, remaining] {
     if (--*remaining == 0) loop_.stop();

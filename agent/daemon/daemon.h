@@ -43,6 +43,8 @@ class Daemon {
   bool bind_app_sockets(const AppConfig& app, const std::vector<Orphan>& orphans, bool at_start, std::vector<int>* fds,
                         std::vector<std::string>* bound, std::string* err);
   void check_ready();
+  std::string status_line() const;
+  void status_tick();
   void watchdog_ping(std::chrono::milliseconds every);
   /// An app ready to run, and the addresses bound for it (closed again if it is not added).
   struct PreparedApp {
@@ -95,7 +97,8 @@ class Daemon {
   int signal_fd_ = -1, lock_fd_ = -1;
   bool shutting_down_ = false;
   std::optional<std::chrono::microseconds> watchdog_;  // WATCHDOG_USEC from systemd
-  base::EventLoop::Id ready_timer_ = 0, watchdog_timer_ = 0;
+  base::EventLoop::Id ready_timer_ = 0, watchdog_timer_ = 0, status_timer_ = 0;
+  std::string last_status_;  // the STATUS= systemd has
   std::set<std::string> activated_;  // addresses whose socket came from systemd: never closed
 };
 

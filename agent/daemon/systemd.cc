@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -27,6 +29,22 @@ std::optional<std::chrono::microseconds> capture_notify_socket() {
   }
   for (const char* v : {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}) ::unsetenv(v);
   return watchdog;
+}
+
+const char* journal_priority(int level) {
+  static const char* const kPrefix[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>"};  // trace debug info warn err critical
+  return level >= 0 && level < 6 ? kPrefix[level] : "<6>";
+}
+
+bool notify_socket_set() { return !g_notify_socket.empty(); }
+
+bool journal_stream_is(const char* value, int fd) {
+  if (!value) return false;
+  unsigned long long dev = 0, ino = 0;
+  char tail = 0;
+  if (std::sscanf(value, "%llu:%llu%c", &dev, &ino, &tail) != 2) return false;
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
 bool sd_notify(const std::string& state) {

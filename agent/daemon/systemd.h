@@ -14,6 +14,17 @@
 
 namespace agent {
 
+/// Whether stderr is connected to the journal: $JOURNAL_STREAM ("DEV:INODE", set by systemd
+/// for StandardError=journal) names the very file `fd` is. Then log lines carry a "<N>" syslog
+/// priority and no time of their own (journald stamps them). `value`: $JOURNAL_STREAM.
+bool journal_stream_is(const char* value, int fd);
+
+/// "<7>" debug .. "<2>" critical: the prefix of a line at spdlog `level` (trace 0 .. critical 5).
+const char* journal_priority(int level);
+
+/// True when $NOTIFY_SOCKET was captured: someone reads READY=1 and STATUS=.
+bool notify_socket_set();
+
 /// Sends `state` ("READY=1", ...) to $NOTIFY_SOCKET as captured by capture_notify_socket().
 /// False (quietly) when there is no such socket.
 bool sd_notify(const std::string& state);

@@ -257,6 +257,9 @@ class AppMachine {
   const OpRequest* running() const { return running_ ? &*running_ : nullptr; }
   const OpRequest* pending() const { return pending_ ? &*pending_ : nullptr; }
   Health health() const { return health_; }
+  /// What a rollout is at, for systemd's STATUS= and `agent status`: "rolling 1.2.0, batch 3/14",
+  /// "reverting 1.2.0: <why>"; "" when no rollout runs.
+  std::string progress() const;
   const MachineStats& stats() const { return stats_; }
   /// The last failed probe's detail ("GET /healthz: HTTP 500: ..."), "" when none failed yet.
   const std::string& last_probe_failure() const { return last_probe_failure_; }

@@ -33,6 +33,13 @@ const char* op_name(OpRequest::Kind k) {
   return "?";
 }
 
+std::string AppMachine::progress() const {
+  if (phase_ != Phase::Rolling) return "";
+  if (rollout_.reverting) return "reverting " + rollout_.version + ": " + rollout_.failure;
+  return "rolling " + rollout_.version + ", batch " + std::to_string(std::min(rollout_.batches_done + 1, rollout_.batches_total)) + "/" +
+         std::to_string(rollout_.batches_total);
+}
+
 void AppMachine::say(const std::string& line) {
   spdlog::info("{}: {}", app_.name, line);
   if (running_ && running_->progress) running_->progress(line);

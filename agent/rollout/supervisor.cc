@@ -474,8 +474,7 @@ void AppSupervisor::next_store_job() {
 // ---------------------------------------------------------------------------------------------
 // Status
 
-nlohmann::json AppSupervisor::status() const {
-  auto cur = store_.current();
+const char* AppSupervisor::state_word() const {
   const char* state = machine_.stopped() ? "stopped" : "running";
   switch (machine_.phase()) {
     case Phase::Staging: state = "staging"; break;
@@ -487,6 +486,21 @@ nlohmann::json AppSupervisor::status() const {
     case Phase::Baking: state = "baking"; break;
     case Phase::Idle: break;
   }
+  return state;
+}
+
+std::string AppSupervisor::summary() const {
+  std::string progress = machine_.progress();
+  if (!progress.empty()) return app_.name + ": " + progress;
+  std::string s = app_.name + ": " + state_word();
+  if (!machine_.stopped()) s += ", " + std::to_string(machine_.ready_slots()) + "/" + std::to_string(app_.instances) + " ready";
+  if (machine_.fleet_waiting()) s += ", waiting for a fleet slot";
+  return s;
+}
+
+nlohmann::json AppSupervisor::status() const {
+  auto cur = store_.current();
+  const char* state = state_word();
   const OpRequest* running = machine_.running();
   const OpRequest* pending = machine_.pending();
   nlohmann::json j = {{"app", app_.name},
@@ -495,7 +509,8 @@ nlohmann::json AppSupervisor::status() const {
                       {"version", cur ? release_version(*cur) : ""},
                       {"instances", app_.instances},
                       {"operation", running ? op_name(running->kind) : ""},
-                      {"queued", pending ? op_name(pending->kind) : ""}};
+                      {"queued", pending ? op_name(pending->kind) : ""},
+                      {"progress", machine_.progress()}};
   if (const std::string* waiting = machine_.fleet_waiting()) {
     j["fleet_waiting"] = *waiting;
     j["fleet_waiting_version"] = release_version(*waiting);

@@ -86,6 +86,8 @@ class AppSupervisor : private Effects {
   /// boot() has run and no operation is running or waiting: the app is as up as it will get.
   bool settled() const { return booted_ && !machine_.running() && !machine_.pending(); }
   nlohmann::json status() const;
+  /// One line for systemd's STATUS=: "web: rolling 1.2.0, batch 3/14", "web: running, 2/2 ready".
+  std::string summary() const;
   /// The machine: its workers, slots and counters (/metrics).
   const AppMachine& machine() const { return machine_; }
   std::optional<std::string> current_release() const { return store_.current(); }
@@ -196,6 +198,7 @@ class AppSupervisor : private Effects {
   base::EventLoop& loop_;
   Alerts& alerts_;
   releases::HistoryLog& history_;
+  const char* state_word() const;  // running, stopped, staging, rolling, ... (status "state")
   mutable std::map<pid_t, std::pair<base::Clock::time_point, double>> cpu_seen_;  // status: CPU seconds when last asked
   AgentSettings agent_;
   AppConfig app_;      // as the machine last applied it (a reload waits for the running operation)

@@ -3,6 +3,7 @@ listening socket and passes it as fd 3 with LISTEN_FDS/LISTEN_PID, and listens o
 NOTIFY_SOCKET). READY=1 comes once the workers serve, STOPPING=1 at shutdown, WATCHDOG=1 on
 time; and a restart of the agent itself refuses no connection, because the socket outlives it."""
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -89,6 +90,50 @@ class Systemd(AgentTest):
         self.launcher.start(WATCHDOG_USEC="400000")
         self.launcher.wait_for("READY=1")
         wait_until(lambda: sum(m == "WATCHDOG=1" for m in self.launcher.receive()) >= 3, 5, "three WATCHDOG=1 pings")
+
+    def test_status_says_what_each_app_is_doing(self):
+        self.launcher.start()
+        self.launcher.wait_for("READY=1")
+        ready = next(m for m in self.launcher.receive() if "READY=1" in m.split("\n"))
+        self.assertIn("STATUS=web: running, 2/2 ready", ready.split("\n"))
+        self.launcher.messages.clear()
+        slow = self.a.make_release("1.1.0", {"listen_delay_ms": 1500})  # each batch takes 1.5 s
+        deploy = self.a.cli_async("deploy", "web", "--from", slow)
+        self.launcher.wait_for("STATUS=web: rolling 1.1.0, batch 1/2")
+        self.assertIn("deploy in progress (rolling 1.1.0, batch ", self.a.cli("status", "web").stdout)
+        self.launcher.wait_for("STATUS=web: rolling 1.1.0, batch 2/2")
+        out, err = deploy.communicate(timeout=60)
+        self.assertEqual(deploy.returncode, 0, out + err)
+        self.launcher.wait_for("STATUS=web: running, 2/2 ready", 5)
+        self.assertEqual(self.a.stop(), 0)
+        self.launcher.wait_for("STOPPING=1", 5)
+
+    def test_under_journald_lines_carry_their_priority_and_no_time(self):
+        # systemd sets JOURNAL_STREAM=DEV:INODE of the stream it gives as stdout/stderr.
+        out = os.path.join(self.a.dir, "agent.out")
+        open(out, "a").close()
+        st = os.stat(out)
+        self.launcher.start(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        self.launcher.wait_for("READY=1")
+        with open(self.a.config, "a") as f:
+            f.write("[[app]]\nname = 'web'\n")  # a second app called web: refused, logged as an error
+        self.a.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "keeping the running config" in self.a.output(), 10, "the refused reload")
+        lines = self.a.output().splitlines()
+        self.assertTrue(lines)
+        for line in lines:  # journald stamps each line: the agent's own time would be said twice
+            self.assertRegex(line, r"^<[2-7]>", "a line without its priority")
+            self.assertNotRegex(line, r"^<\d>\d{4}-\d\d-\d\dT", "a line with its own time")
+        self.assertTrue(any(l.startswith("<6>") and "told systemd: ready" in l for l in lines), lines)
+        self.assertTrue(any(l.startswith("<3>") and "keeping the running config" in l for l in lines), lines)
+        self.assertEqual(self.a.stop(), 0)
+
+    def test_a_journal_stream_that_is_not_stderr_keeps_the_plain_format(self):
+        # JOURNAL_STREAM inherited by a process whose stderr went elsewhere (a shell under the unit).
+        self.launcher.start(JOURNAL_STREAM="1:1")
+        self.launcher.wait_for("READY=1")
+        self.assertRegex(self.a.output().splitlines()[0], r"^\d{4}-\d\d-\d\dT[\d:.]+Z info ")
+        self.assertEqual(self.a.stop(), 0)
 
     def test_a_restart_of_the_agent_refuses_no_connection(self):
         self.launcher.start()
