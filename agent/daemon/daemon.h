@@ -88,6 +88,7 @@ class Daemon {
   std::string stop_signal_;  // and which
   // Before the apps: they hold a pointer to it, and go first.
   std::unique_ptr<fleet::Coordinator> fleet_;
+  bool fleet_unreachable_ = false;  // etcd out of reach for [fleet] unreachable_alert (/metrics)
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;
   std::map<std::string, int> sockets_;  // canonical address -> listening fd

@@ -18,6 +18,7 @@ void Daemon::start_fleet() {
   };
   events.reachability = [this, loop, name = cfg_.fleet->name](bool unreachable, const std::string& detail) {
     loop->post_from_thread([this, unreachable, detail, name] {
+      fleet_unreachable_ = unreachable;
       if (unreachable)
         alerts_->raise({"", "fleet_unreachable", "etcd of fleet " + name + " is unreachable: " + detail,
                         "deploys of apps with fleet_waves wait until it answers; reload, restart, stop, rollback and crash "

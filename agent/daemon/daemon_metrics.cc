@@ -11,7 +11,11 @@ std::string Daemon::render_metrics() const {
   // Families whose samples only some hosts have are declared on every host: dashboards and
   // rules find the name either way.
   m.family("deploy_agent_fleet_waiting", "gauge", "1 while a deploy of the app waits for its fleet slot (apps with fleet_waves).");
+  m.family("deploy_agent_fleet_turn", "gauge",
+           "This host's turn in the fleet for each app with fleet_waves: 1 on its state (waiting, rolling, baking, idle).");
+  m.family("deploy_agent_fleet_etcd_unreachable", "gauge", "1 while the fleet's etcd has been out of reach longer than unreachable_alert.");
   m.sample("deploy_agent_build_info", {{"version", AGENT_VERSION}}, 1);
+  if (fleet_) m.sample("deploy_agent_fleet_etcd_unreachable", {}, fleet_unreachable_ ? 1 : 0);
   for (const auto& [name, sup] : apps_) {
     const AppMachine& mc = sup->machine();
     const MachineStats& st = mc.stats();
@@ -61,6 +65,8 @@ std::string Daemon::render_metrics() const {
     }
     if (!mc.config().fleet_waves.empty() && fleet_) {
       m.sample("deploy_agent_fleet_waiting", {{"app", name}}, mc.fleet_waiting() ? 1 : 0);
+      for (const char* turn : {"waiting", "rolling", "baking", "idle"})
+        m.sample("deploy_agent_fleet_turn", {{"app", name}, {"state", turn}}, std::string_view(mc.fleet_turn()) == turn ? 1 : 0);
     }
   }
   m.family("deploy_agent_alerts_total", "counter", "Alerts raised since the agent started, by app and kind.");

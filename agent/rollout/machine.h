@@ -253,6 +253,13 @@ class AppMachine {
   bool shutting_down() const { return shutting_down_; }
   /// A deploy waiting for its fleet slot (not an operation meanwhile: others run): its release.
   const std::string* fleet_waiting() const { return waiting_ ? &waiting_->release : nullptr; }
+  /// This host's turn in the fleet (/metrics): "waiting" for a slot, "rolling" or "baking" in
+  /// the slot it holds, "idle" with none.
+  const char* fleet_turn() const {
+    if (waiting_) return "waiting";
+    if (fleet_version_.empty()) return "idle";
+    return phase_ == Phase::Baking ? "baking" : "rolling";
+  }
   /// The running and the waiting operation, if any.
   const OpRequest* running() const { return running_ ? &*running_ : nullptr; }
   const OpRequest* pending() const { return pending_ ? &*pending_ : nullptr; }

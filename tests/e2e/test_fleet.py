@@ -15,7 +15,7 @@ import time
 import unittest
 
 from etcd_cluster import EtcdCluster
-from harness import AgentTest, free_port, process_alive, wait_until
+from harness import AgentTest, free_port, http_get, process_alive, wait_until
 from test_alerts import Smtp
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \S+ (.*)$")
@@ -37,8 +37,9 @@ class FleetTest(AgentTest):
         self.hosts = []
         self.smtp = None
 
-    def start_fleet(self, n, waves, bake="2s", lease_ttl="3s", mail=False):
-        """n hosts of fleet "t", each running app web 1.0.0 (deployed past the gate)."""
+    def start_fleet(self, n, waves, bake="2s", lease_ttl="3s", mail=False, metrics=False):
+        """n hosts of fleet "t", each running app web 1.0.0 (deployed past the gate); with
+        metrics, each serves /metrics on a.metrics_port."""
         if mail:
             self.smtp = Smtp(free_port(), os.path.join(self.tmp, "mail"))
             self.addCleanup(self.smtp.stop)
@@ -56,8 +57,10 @@ class FleetTest(AgentTest):
             if mail:
                 tables["alerts"] = {"email_to": ["ops@example.com"], "email_from": "agent@example.com",
                                     "smtp_url": f"smtp://127.0.0.1:{self.smtp.port}"}
-            a = self.agent([spec], tables=tables)
-            a.host, a.port, a.src = host, port, src
+            metrics_port = free_port() if metrics else None
+            settings = {"metrics_listen": f"127.0.0.1:{metrics_port}"} if metrics else {}
+            a = self.agent([spec], tables=tables, **settings)
+            a.host, a.port, a.src, a.metrics_port = host, port, src, metrics_port
             a.start(wait_ready=False)
             self.hosts.append(a)
         # The fleet starts on 1.0.0 everywhere, deployed past the gate (--no-fleet) to save time.
@@ -124,10 +127,38 @@ class FleetTest(AgentTest):
 class Fleet(FleetTest):
     # 1
     def test_a_good_version_rolls_wave_by_wave_and_the_canary_alone_until_its_bake_passed(self):
-        self.start_fleet(4, [1, "50%", "100%"])
+        self.start_fleet(4, [1, "50%", "100%"], metrics=True)
+        # Each host's /metrics says its own turn; scraped all along, the fleet's view is their sum.
+        scrapes, stop_scraping = [], threading.Event()
+        def scrape():
+            while not stop_scraping.is_set():
+                row = {}
+                for a in self.hosts:
+                    try:
+                        text = http_get(a.metrics_port, "/metrics", timeout=2)
+                    except OSError:
+                        continue
+                    on = re.findall(r'^deploy_agent_fleet_turn\{app="web",state="(\w+)"\} 1$', text, re.M)
+                    row[a.host] = on[0] if len(on) == 1 else f"not one-hot: {on}"
+                scrapes.append(row)
+                time.sleep(0.05)
+        scraper = threading.Thread(target=scrape)
+        scraper.start()
+        self.addCleanup(lambda: (stop_scraping.set(), scraper.join()))
         self.drop("1.1.0")
         for a in self.hosts:
             wait_until(lambda a=a: self.live_version(a) == "1.1.0", 90, f"{a.host} to run 1.1.0")
+        wait_until(lambda: scrapes and set(scrapes[-1].values()) == {"idle"} and len(scrapes[-1]) == 4, 10,
+                   "every host's /metrics to say idle")
+        stop_scraping.set()
+        scraper.join()
+        seen = {a.host: {row.get(a.host) for row in scrapes} - {None} for a in self.hosts}
+        for host, states in seen.items():
+            self.assertLessEqual(states, {"waiting", "rolling", "baking", "idle"}, f"{host}: {states}")
+            self.assertLessEqual({"baking", "idle"}, states, f"{host}: {states}")  # each bakes 2 s
+        self.assertTrue(any("waiting" in s for s in seen.values()), seen)  # those after the canary waited
+        self.assertTrue(any("rolling" in s for s in seen.values()), seen)  # one worker rolls in a moment
+        self.assertLessEqual(max(sum(v in ("rolling", "baking") for v in row.values()) for row in scrapes), 2, seen)
         turns = {a.host: self.turns(a, "1.1.0") for a in self.hosts}
         for host, (start, end) in turns.items():
             self.assertTrue(start and end and end > start, f"{host}: {turns}")
@@ -235,8 +266,10 @@ class Fleet(FleetTest):
 
     # 5
     def test_with_etcd_down_a_drop_waits_a_reload_does_not_and_the_drop_rolls_when_it_is_back(self):
-        self.start_fleet(2, [1, "100%"], bake="1s")
+        self.start_fleet(2, [1, "100%"], bake="1s", metrics=True)
         h = self.hosts[0]
+        unreachable = lambda: re.search(r"^deploy_agent_fleet_etcd_unreachable (\d)$", http_get(h.metrics_port, "/metrics"), re.M).group(1)
+        self.assertEqual(unreachable(), "0")
         self.etcd.kill_all()
         deploy = h.cli_async("deploy", "web", "--from", h.make_release("1.5.0"))
         wait_until(lambda: h.app_status("web").get("fleet_waiting_version") == "1.5.0", 20, "the deploy to wait for the fleet")
@@ -246,6 +279,8 @@ class Fleet(FleetTest):
         self.assertLess(time.monotonic() - t0, 15)
         alert = wait_until(lambda: h.alerts("fleet_unreachable"), 15, "the fleet_unreachable alert")
         self.assertIn("etcd of fleet t is unreachable", alert[0]["summary"])
+        self.assertEqual(unreachable(), "1")
+        self.assertIn('deploy_agent_fleet_turn{app="web",state="waiting"} 1', http_get(h.metrics_port, "/metrics"))
         self.assertEqual(h.app_status("web")["version"], "1.0.0")
         self.etcd.start()
         out, err = deploy.communicate(timeout=90)
@@ -253,6 +288,7 @@ class Fleet(FleetTest):
         self.assertIn("waiting for a fleet slot: etcd unreachable", out)
         self.assertIn("fleet slot for 1.5.0 taken", out)
         self.assertEqual(self.live_version(h), "1.5.0")
+        wait_until(lambda: unreachable() == "0", 10, "/metrics to say etcd is reachable again")
 
     # 6
     def test_fleet_resume_after_a_halt_lets_the_version_roll_again(self):
