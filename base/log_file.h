@@ -72,6 +72,9 @@ class LineSplitter {
     if (!partial_.empty()) emit(std::string_view(partial_));
     partial_.clear();
   }
+  /// The start of a line not ended yet (handed to the next image of the agent with its pipe).
+  const std::string& partial() const { return partial_; }
+  void set_partial(std::string p) { partial_ = std::move(p); }
 
  private:
   std::string partial_;

@@ -47,6 +47,8 @@ void HistoryLog::add(HistoryEntry e) {
 
 const std::string& HistoryLog::path() const { return file_->path(); }
 
+void HistoryLog::flush() { file_->flush(std::chrono::milliseconds(2000)); }
+
 std::vector<HistoryEntry> read_history(const std::string& path, const std::string& since, std::vector<std::string>* warnings) {
   std::vector<std::string> files;  // oldest first: .3, .2, .1, then the file itself
   for (int i = HistoryLog::kMaxFiles; i >= 1; --i) files.push_back(path + "." + std::to_string(i));

@@ -43,6 +43,8 @@ class HistoryLog {
   ~HistoryLog();
   /// Queues the entry (its time now when not given); never waits for the disk.
   void add(HistoryEntry e);
+  /// Waits (a bounded time) until every entry added so far is written.
+  void flush();
   const std::string& path() const;
 
  private:

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <utility>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -26,7 +27,28 @@ void Alerts::configure(const AlertSettings& settings) {
   if (!Delivery::enabled(settings)) return;
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
-  delivery_ = std::make_unique<Delivery>(settings, host);
+  delivery_ = std::make_unique<Delivery>(settings, host, std::exchange(carried_, nullptr));
+}
+
+nlohmann::json Alerts::hand_off() {
+  nlohmann::json counts = nlohmann::json::array();
+  for (const auto& [key, n] : counts_) counts.push_back({key.first, key.second, n});
+  return {{"counts", counts}, {"delivery", delivery_ ? delivery_->hand_off(std::chrono::seconds(5)) : nlohmann::json()}};
+}
+
+void Alerts::take_back(const nlohmann::json& state, const AlertSettings& settings) {
+  delivery_.reset();  // its thread has ended
+  carried_ = state.value("delivery", nlohmann::json());
+  configure(settings);
+}
+
+void Alerts::take_over(const nlohmann::json& state) {
+  try {
+    for (const auto& c : state.at("counts")) counts_[{c.at(0).get<std::string>(), c.at(1).get<std::string>()}] = c.at(2).get<std::uint64_t>();
+    carried_ = state.at("delivery");
+  } catch (const std::exception& e) {
+    spdlog::error("the alert counts of the previous image of the agent are lost: {}", e.what());
+  }
 }
 
 void Alerts::raise(const Alert& a) {

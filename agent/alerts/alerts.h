@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/config/config.h"
 
 namespace agent {
@@ -42,7 +44,16 @@ class Alerts {
   static constexpr std::uint64_t kMaxBytes = 1 << 20;
   static constexpr int kKeepFiles = 3;
 
+  /// `agent upgrade`: the counts and what waits for delivery, for the next image; nothing is
+  /// delivered by this one after.
+  nlohmann::json hand_off();
+  /// In the next image, before configure(): takes hand_off()'s state over.
+  void take_over(const nlohmann::json& state);
+  /// The upgrade failed after hand_off(): delivery goes on here, with what it had.
+  void take_back(const nlohmann::json& state, const AlertSettings& settings);
+
  private:
+  nlohmann::json carried_;  // the previous image's delivery queue, until configure() starts one
   std::string path_;
   std::unique_ptr<Delivery> delivery_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> counts_;

@@ -151,8 +151,68 @@ std::string format_webhook(const Outgoing& o, const std::string& host) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-Delivery::Delivery(AlertSettings settings, std::string host) : host_(std::move(host)), settings_(std::move(settings)) {
+namespace {
+
+using nlohmann::json;
+long long ticks(SteadyClock::time_point t) { return static_cast<long long>(t.time_since_epoch().count()); }
+SteadyClock::time_point steady(const json& j) { return SteadyClock::time_point(SteadyClock::duration(j.get<long long>())); }
+long long ms(SysClock::time_point t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
+SysClock::time_point sys(const json& j) { return SysClock::time_point(std::chrono::milliseconds(j.get<long long>())); }
+
+json outgoing_json(const Outgoing& o) {
+  const Alert& a = o.alert;
+  return {{"app", a.app},   {"kind", a.kind},         {"summary", a.summary},         {"detail", a.detail}, {"pid", a.pid},
+          {"release", a.release}, {"when", ms(o.when)}, {"folded", o.folded}, {"first_folded", ms(o.first_folded)}, {"id", o.id}};
+}
+Outgoing outgoing_from(const json& j) {
+  Outgoing o;
+  o.alert = Alert{j.at("app"), j.at("kind"), j.at("summary"), j.at("detail"), j.at("pid"), j.at("release")};
+  o.when = sys(j.at("when"));
+  o.folded = j.at("folded");
+  o.first_folded = sys(j.at("first_folded"));
+  o.id = j.at("id");
+  return o;
+}
+
+}  // namespace
+
+Delivery::Delivery(AlertSettings settings, std::string host, const nlohmann::json& carried)
+    : host_(std::move(host)), settings_(std::move(settings)) {
+  if (carried.is_object()) {
+    try {
+      for (const auto& o : carried.at("inbox")) inbox_.push_back(outgoing_from(o));
+      for (const auto& j : carried.at("jobs"))
+        jobs_.push_back(Job{j.at("email").get<bool>() ? Channel::Email : Channel::Webhook, outgoing_from(j.at("out")),
+                            j.at("attempts").get<int>(), steady(j.at("first_try")), steady(j.at("next_try")),
+                            j.at("last_error").get<std::string>()});
+      for (const auto& j : carried.at("folds"))
+        folds_[{j.at("app").get<std::string>(), j.at("kind").get<std::string>()}] =
+            Fold{steady(j.at("last_sent")), j.at("sent").get<bool>(), outgoing_from(j.at("held"))};
+      sequence_ = carried.at("sequence").get<unsigned long>();
+    } catch (const std::exception& e) {
+      spdlog::error("alerts queued by the previous image of the agent are lost: {}", e.what());
+    }
+  }
   thread_ = std::thread([this] { run(); });
+}
+
+nlohmann::json Delivery::hand_off(std::chrono::milliseconds wait) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    handing_off_ = true;
+    abort_at_ = (SteadyClock::now() + wait).time_since_epoch().count();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> l(mu_);
+  json inbox = json::array(), jobs = json::array(), folds = json::array();
+  for (const auto& o : inbox_) inbox.push_back(outgoing_json(o));
+  for (const auto& j : jobs_)
+    jobs.push_back({{"email", j.channel == Channel::Email}, {"out", outgoing_json(j.out)}, {"attempts", j.attempts},
+                    {"first_try", ticks(j.first_try)}, {"next_try", ticks(j.next_try)}, {"last_error", j.last_error}});
+  for (const auto& [key, f] : folds_)
+    folds.push_back({{"app", key.first}, {"kind", key.second}, {"last_sent", ticks(f.last_sent)}, {"sent", f.sent}, {"held", outgoing_json(f.held)}});
+  return {{"inbox", inbox}, {"jobs", jobs}, {"folds", folds}, {"sequence", sequence_}};
 }
 
 Delivery::~Delivery() {
@@ -203,6 +263,7 @@ std::string Delivery::describe(const Job& job) const {
 void Delivery::run() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
+    if (handing_off_) return;  // what waits goes to the next image (hand_off)
     auto now = SteadyClock::now();
     AlertSettings s = settings_;
     bool stopping = stop_;
@@ -255,6 +316,12 @@ void Delivery::run() {
       l.unlock();
       for (auto& job : due) {
         std::string err;
+        if (handing_off_) {  // not tried here: the next image delivers it
+          l.lock();
+          jobs_.push_back(std::move(job));
+          l.unlock();
+          continue;
+        }
         if (stopping && SteadyClock::now() >= stop_deadline_) {
           spdlog::error("alert {} not delivered: the agent stopped first", describe(job));
           continue;
@@ -284,7 +351,7 @@ void Delivery::run() {
       continue;  // look again: alerts may have come in meanwhile
     }
     if (stopping) return;
-    cv_.wait_until(l, next_wake, [&] { return stop_ || !inbox_.empty(); });
+    cv_.wait_until(l, next_wake, [&] { return stop_ || handing_off_ || !inbox_.empty(); });
   }
 }
 

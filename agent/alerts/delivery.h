@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
 
@@ -49,7 +51,8 @@ std::string format_webhook(const Outgoing& o, const std::string& host);
 
 class Delivery {
  public:
-  Delivery(AlertSettings settings, std::string host);
+  /// `carried`: what hand_off() of the previous image of the agent returned (or null).
+  Delivery(AlertSettings settings, std::string host, const nlohmann::json& carried = nullptr);
   ~Delivery();
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;
@@ -58,6 +61,10 @@ class Delivery {
   void submit(const Alert& a, std::chrono::system_clock::time_point when);
   /// A reloaded config (SIGHUP): used from the next delivery on.
   void configure(AlertSettings settings);
+  /// `agent upgrade`: stops the thread without delivering what waits (a transfer in flight
+  /// ends first, aborted after `wait`) and returns it all, held alerts, retries and their
+  /// times, for the next image's Delivery. Nothing is delivered by this one after.
+  nlohmann::json hand_off(std::chrono::milliseconds wait);
   /// Whether any channel is configured.
   static bool enabled(const AlertSettings& s) { return !s.email_to.empty() || !s.webhook_url.empty(); }
 
@@ -89,6 +96,7 @@ class Delivery {
   AlertSettings settings_;
   std::deque<Outgoing> inbox_;
   bool stop_ = false;
+  std::atomic<bool> handing_off_{false};
   std::chrono::steady_clock::time_point stop_deadline_;
   std::atomic<std::int64_t> abort_at_{0};  // steady-clock ticks: a transfer still running then is aborted
   // Only the thread touches these.

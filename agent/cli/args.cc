@@ -69,6 +69,12 @@ const std::map<std::string, std::string> kLong = {
     {"history", "Every operation the agent did, newest last: deploys, rollbacks, reloads, starts, stops,\n"
                 "restarts, crash restarts, memory replacements, config reloads (with the keys that changed),\n"
                 "who asked (uid, or the agent itself) and how long it took. Needs no daemon."},
+    {"upgrade", "The running daemon executes its binary again from disk (after a package upgrade replaced it),\n"
+                "in the same pid: the listening sockets, the control socket and every worker stay, no worker\n"
+                "restarts, no request fails. The new binary is checked first (--version, and check of the\n"
+                "running config); if it fails, the running agent goes on and says why. While an operation\n"
+                "runs (a deploy, a bake, a worker starting) the upgrade waits for it to end, up to --wait.\n"
+                "Exit 0 when the new image answers; it says how many workers it kept."},
     {"fleet", "The hosts of this agent's [fleet] roll a new version of an app with fleet_waves a wave at a time,\n"
               "coordinated through etcd (README \"Fleets\")."},
     {"fleet status", "Each host (alive or not), the version it runs, and its state for the newest version of each\n"
@@ -304,6 +310,10 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   post_receive->add_option("--socket", a->socket, "the control socket (no config is read)")->type_name("PATH");
   post_receive->add_option("--branch", a->branch, "ignore refs other than this branch")->type_name("BRANCH");
 
+  CLI::App* upgrade = verb("upgrade", "run the agent's binary again from disk, keeping every worker");
+  std::string wait;
+  upgrade->add_option("--wait", wait, "wait this long for a running operation to end (default 5m)")->check(duration())->type_name("DURATION");
+
   CLI::App* import = verb("import-pm2", "turn a PM2 ecosystem file into an agent.toml");
   import->add_option("FILE", a->positional, "the PM2 JSON or JSON5 file")->required()->type_name("");
 
@@ -383,6 +393,10 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   if (!since.empty()) {
     std::string why;
     a->since_s = static_cast<long>(base::parse_duration(since, &why)->count() / 1000);
+  }
+  if (!wait.empty()) {
+    std::string why;
+    a->wait_s = static_cast<long>(base::parse_duration(wait, &why)->count() / 1000);
   }
   return -1;
 }

@@ -28,6 +28,7 @@ struct Args {
   std::optional<long> lines;                  // logs -n/--lines (default 50, all with --since)
   std::optional<long> slot;                   // logs --slot
   std::optional<long> since_s;                // logs, history --since (seconds back from now)
+  long wait_s = 300;                          // upgrade --wait: how long a busy agent is waited for
 };
 
 /// Parses argv[1..]. Returns -1 when *a holds a verb to run; otherwise the exit code, with the

@@ -133,6 +133,7 @@ int run_cli(int argc, char** argv) {
   if (v == "logs") return cmd_logs(a);
   if (v == "history") return cmd_history(a);
   if (v == "import-pm2") return cmd_import_pm2(a);
+  if (v == "upgrade") return cmd_upgrade(a);
   if (v == "post-receive") return cmd_post_receive(a);
   if (v.starts_with("fleet ")) return cmd_fleet(a);
   for (const char* op : {"deploy", "reload", "start", "stop", "restart", "rollback"})

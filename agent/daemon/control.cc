@@ -151,6 +151,14 @@ bool ControlServer::listen(const std::string& path, long gid, std::string* err) 
   return true;
 }
 
+void ControlServer::adopt(int fd, const std::string& path) {
+  fd_ = fd;
+  path_ = path;
+  ::fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+  watch_ = loop_.add(fd_, EPOLLIN, [this](std::uint32_t) { accept_all(); });
+}
+
 void ControlServer::accept_all() {
   while (true) {
     int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -226,7 +234,7 @@ void ControlServer::read_request(Session* s) {
 }
 
 bool parse_control_request(std::string_view line, ControlRequest* out, std::string* err) {
-  static const char* const kVerbs[] = {"status", "deploy", "reload", "rollback", "start", "stop", "restart", "fleet-status", "fleet-resume"};
+  static const char* const kVerbs[] = {"status", "deploy", "reload", "rollback", "start", "stop", "restart", "fleet-status", "fleet-resume", "upgrade"};
   constexpr size_t kMaxString = 4096;
   nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("verb") || !j["verb"].is_string())

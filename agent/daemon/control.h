@@ -23,7 +23,7 @@ namespace agent {
 /// One request, checked: what any client may ask, whatever bytes it sent. Fields it did not
 /// send are empty (steps: 1).
 struct ControlRequest {
-  std::string verb;  // status, deploy, reload, rollback, start, stop, restart, fleet-status, fleet-resume
+  std::string verb;  // status, deploy, reload, rollback, start, stop, restart, fleet-status, fleet-resume, upgrade
   std::string app, from, to, rev, ref;
   std::string version;    // fleet-resume
   int steps = 1;          // rollback N: 1..1000
@@ -83,6 +83,9 @@ class ControlServer {
   /// Binds `path` (mode 0600, or 0660 with group `gid` when gid != -1). Refuses when another
   /// daemon answers there; replaces a stale socket file.
   bool listen(const std::string& path, long gid, std::string* err);
+  /// The socket the previous image of the agent listened on at `path` (`agent upgrade`).
+  void adopt(int fd, const std::string& path);
+  int fd() const { return fd_; }
 
  private:
   void accept_all();

@@ -61,6 +61,7 @@ void block_daemon_signals() {
 Daemon::Daemon(std::string config_path) : config_path_(std::move(config_path)) {}
 
 Daemon::~Daemon() {
+  if (upgrade_thread_.joinable()) upgrade_thread_.join();
   apps_.clear();
   retired_.clear();
   for (auto& [addr, fd] : sockets_) ::close(fd);
@@ -124,10 +125,23 @@ std::vector<std::string> Daemon::close_sockets(const std::vector<std::string>& a
 }
 
 bool Daemon::prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, PreparedApp* out,
-                         std::string* err) {
-  std::vector<Orphan> orphans = find_orphans(app.app_dir(agent) + "/workers");
+                         std::string* err, const nlohmann::json* taken) {
+  // Taken over from the previous image: the workers are ours, not orphans, and a stopped
+  // app's sockets stay closed.
+  std::vector<Orphan> orphans = taken ? std::vector<Orphan>{} : find_orphans(app.app_dir(agent) + "/workers");
   std::vector<int> fds;
   std::vector<std::string> bound;
+  if (taken) {
+    bool closed = taken->value("machine", nlohmann::json::object()).value("sockets_closed", false);
+    if (!closed && !bind_app_sockets(app, {}, at_start, &fds, &bound, err)) return false;
+    auto sup = std::make_unique<AppSupervisor>(loop_, *alerts_, *history_, agent, app, fds, environ_);
+    if (!sup->init(err) || !sup->take_over(*taken, err)) {
+      close_sockets(bound);
+      return *err = "app " + app.name + ": " + *err, false;
+    }
+    *out = PreparedApp{std::move(sup), std::move(bound)};
+    return true;
+  }
   auto undo = [&] {
     // A socket nobody accepts on would leave its clients hanging instead of refused.
     close_sockets(bound);
@@ -175,15 +189,38 @@ bool Daemon::start(std::string* err) {
   sigset_t mask = daemon_signals();
   signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   loop_.add(signal_fd_, EPOLLIN, [this](std::uint32_t) { on_signal(); });
+  // After `agent upgrade`, the previous image's state (upgrade.cc), first: its variable must
+  // not reach the workers' environment either.
+  std::string handoff_err;
+  handoff_ = take_handoff(&handoff_err);
+  if (!handoff_err.empty()) return *err = handoff_err, false;
   // What systemd (or a launcher like it) handed us is taken first, and its variables removed,
   // so that the environment workers inherit from carries none of it.
   watchdog_ = capture_notify_socket();
+  if (handoff_) {
+    restore_notify_socket(handoff_->notify_socket);
+    if (handoff_->watchdog_usec > 0) watchdog_ = std::chrono::microseconds(handoff_->watchdog_usec);
+    generation_ = handoff_->generation;
+  }
+  char exe[4096];
+  ssize_t exe_len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (exe_len > 0) {
+    exe_path_.assign(exe, static_cast<size_t>(exe_len));
+    if (exe_path_.ends_with(" (deleted)")) exe_path_.resize(exe_path_.size() - 10);
+  }
   std::vector<std::string> notes;
   std::map<std::string, int> activated = take_activated_sockets(&notes);
   for (const auto& n : notes) spdlog::info("{}", n);
   for (char** e = environ; *e; ++e) environ_.emplace_back(*e);
   for (const auto& [addr, fd] : activated) activated_.insert(addr);
   sockets_ = std::move(activated);  // bind_app_sockets uses these instead of binding
+  if (handoff_) {
+    for (const auto& [addr, fd] : handoff_->sockets) {
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+      sockets_[addr] = fd;
+    }
+    activated_.insert(handoff_->activated.begin(), handoff_->activated.end());
+  }
   std::vector<ConfigError> errors;
   if (!load_config(config_path_, &cfg_, &errors)) {
     for (const auto& e : errors) spdlog::error("{}", e.format());
@@ -199,6 +236,7 @@ bool Daemon::start(std::string* err) {
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return *err = "another agent is running with state_dir " + cfg_.agent.state_dir, false;
   alerts_ = std::make_unique<Alerts>(cfg_.agent.state_dir + "/alerts.jsonl");
+  if (handoff_) alerts_->take_over(handoff_->alerts);
   alerts_->configure(cfg_.alerts);
   // In log_dir, not state_dir: it is held open for writing, and a state_dir must stay free to
   // be remounted read-only under a running agent (test_faults).
@@ -223,14 +261,19 @@ bool Daemon::start(std::string* err) {
   control_ = std::make_unique<ControlServer>(loop_, [this](std::shared_ptr<Session> s, const ControlRequest& req) {
     on_request(std::move(s), req);
   });
-  if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
+  if (handoff_ && handoff_->control_fd >= 0) control_->adopt(handoff_->control_fd, cfg_.agent.control_socket);
+  else if (!control_->listen(cfg_.agent.control_socket, gid, err)) return false;
   if (cfg_.agent.metrics_listen) {
     metrics_ = std::make_unique<MetricsServer>(loop_, [this] { return render_metrics(); }, [this] { return healthz(); });
-    if (!metrics_->listen(*cfg_.agent.metrics_listen, err)) return *err = "metrics_listen: " + *err, false;
+    if (handoff_ && handoff_->metrics_fd >= 0) metrics_->adopt(handoff_->metrics_fd, *cfg_.agent.metrics_listen);
+    else if (!metrics_->listen(*cfg_.agent.metrics_listen, err)) return *err = "metrics_listen: " + *err, false;
   }
   for (const auto& app : cfg_.apps) {
     PreparedApp prepared;
-    if (!prepare_app(app, cfg_.agent, true, &prepared, err)) return false;
+    const nlohmann::json* taken = nullptr;
+    if (handoff_)
+      if (auto it = handoff_->apps.find(app.name); it != handoff_->apps.end()) taken = &it->second;
+    if (!prepare_app(app, cfg_.agent, true, &prepared, err, taken)) return false;
     add_app(std::move(prepared.sup));
   }
   close_unused_sockets();  // an activated socket no app listens on
@@ -281,8 +324,10 @@ void Daemon::watchdog_ping(std::chrono::milliseconds every) {
   watchdog_timer_ = loop_.after(every, [this, every] { watchdog_ping(every); });
 }
 
-int Daemon::run() {
-  // The agent's own log lines go to stderr (the journal, under systemd) from a thread: a
+// The agent's own log: stderr, through spdlog's async thread (below). Again after an upgrade
+// whose execve failed: the old logger was shut down to write out every line first.
+void install_logger() {
+  // The log is written by a thread of its own, not the event loop: a slow reader of stderr, a
   // journald that does not read, or a terminal scrolled back, never holds the event loop. When
   // that thread is behind by kLogQueue lines, the oldest waiting are dropped, never waited for.
   constexpr size_t kLogQueue = 8192;
@@ -297,14 +342,29 @@ int Daemon::run() {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   }
   spdlog::set_default_logger(logger);
+}
+
+int Daemon::run() {
+  install_logger();
   std::string err;
   int rc = 0;
   if (!start(&err)) {
     spdlog::critical("cannot start: {}", err);
     rc = 1;
   } else {
-    agent_history("agent_start", "agent " AGENT_VERSION " (pid " + std::to_string(::getpid()) + "), " + std::to_string(apps_.size()) + " app(s)", -1);
+    if (handoff_) upgraded();
+    else agent_history("agent_start", "agent " AGENT_VERSION " (pid " + std::to_string(::getpid()) + "), " + std::to_string(apps_.size()) + " app(s)", -1);
     loop_.run();
+    while (pending_exec_) {  // `agent upgrade`, checked: the loop was left to execute the new binary
+      std::string why;
+      exec_new_image(&why);  // returns only when it failed, with this image as it was
+      spdlog::error("upgrade failed: {}; this agent keeps running", why);
+      pending_exec_->session->finish(false, "upgrade failed: " + why + "; this agent keeps running");
+      pending_exec_.reset();
+      upgrading_ = false;
+      sd_notify("READY=1\nSTATUS=" + status_line());
+      loop_.run();
+    }
     spdlog::info("agent stopped");
     agent_history("agent_stop", "every worker drained and stopped", std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began_).count());
   }
@@ -487,6 +547,7 @@ bool Daemon::authorized(uid_t uid) const {
 void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
   const std::string& verb = req.verb;
   if (verb == "fleet-status" || verb == "fleet-resume") return on_fleet_request(std::move(s), req);
+  if (verb == "upgrade") return on_upgrade(std::move(s));
   if (verb == "status") {
     nlohmann::json apps = nlohmann::json::array();
     const std::string& only = req.app;
@@ -498,6 +559,8 @@ void Daemon::on_request(std::shared_ptr<Session> s, const ControlRequest& req) {
     nlohmann::json data = {{"apps", apps},
                            {"pid", ::getpid()},
                            {"version", AGENT_VERSION},
+                           {"generation", generation_},
+                           {"exe", exe_path_},
                            {"loop_max_stall_ms", static_cast<double>(loop_.max_stall().count()) / 1000.0},
                            {"loop_max_stall_in", loop_.max_stall_what()}};
     if (loop_.max_stall().count() > 0)

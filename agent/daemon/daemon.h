@@ -12,11 +12,13 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/alerts/alerts.h"
 #include "agent/config/config.h"
 #include "agent/daemon/control.h"
+#include "agent/daemon/handoff.h"
 #include "agent/daemon/metrics.h"
 #include "agent/fleet/fleet.h"
 #include "agent/process/orphans.h"
@@ -28,6 +30,10 @@ namespace agent {
 /// Blocks SIGTERM, SIGINT and SIGHUP (they are read from a signalfd) and ignores SIGPIPE. Call
 /// it first in `agent run`, before any thread is started.
 void block_daemon_signals();
+
+/// The agent's log on stderr (spdlog, written by a thread of its own; journal priorities under
+/// journald). Again after an upgrade whose execve failed (spdlog::shutdown() wrote it all out).
+void install_logger();
 
 class Daemon {
  public:
@@ -53,7 +59,9 @@ class Daemon {
   };
   /// Everything an app needs before it runs (sockets, store, log, notify socket); on failure
   /// what it bound is closed again and nothing is left behind.
-  bool prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, PreparedApp* out, std::string* err);
+  /// `taken`: the app as the previous image handed it over (`agent upgrade`): its workers run.
+  bool prepare_app(const AppConfig& app, const AgentSettings& agent, bool at_start, PreparedApp* out, std::string* err,
+                   const nlohmann::json* taken = nullptr);
   /// Closes the agent's socket for each of `addrs` it holds, except those systemd passed in;
   /// returns the addresses closed.
   std::vector<std::string> close_sockets(const std::vector<std::string>& addrs);
@@ -78,6 +86,23 @@ class Daemon {
   bool authorized(uid_t uid) const;
   void close_unused_sockets();
 
+  // `agent upgrade` (upgrade.cc).
+  /// Why the agent cannot be handed to a new image now, "" when it can.
+  std::string upgrade_busy() const;
+  void on_upgrade(std::shared_ptr<Session> s);
+  void finish_upgrade_check(std::shared_ptr<Session> s, const std::string& failure, const std::string& version,
+                            std::chrono::steady_clock::time_point began, long uid);
+  /// Hands everything over and executes the binary; returns only when that failed (*err), the
+  /// old image intact.
+  bool exec_new_image(std::string* err);
+  /// After the new image took over (start()): the history line, the log line.
+  void upgraded();
+  struct PendingExec {
+    std::shared_ptr<Session> session;
+    std::chrono::steady_clock::time_point began;
+    long uid = -1;
+  };
+
   std::string config_path_;
   Config cfg_;
   base::EventLoop loop_;
@@ -101,6 +126,12 @@ class Daemon {
   base::EventLoop::Id ready_timer_ = 0, watchdog_timer_ = 0, status_timer_ = 0;
   std::string last_status_;  // the STATUS= systemd has
   std::set<std::string> activated_;  // addresses whose socket came from systemd: never closed
+  std::string exe_path_;           // the binary this daemon was started from: what `agent upgrade` executes
+  int generation_ = 0;             // upgrades this pid went through
+  bool upgrading_ = false;         // the new binary is being checked
+  std::thread upgrade_thread_;     // ... here
+  std::optional<PendingExec> pending_exec_;  // checked: run() executes it once the loop is left
+  std::optional<Handoff> handoff_;           // from the previous image, when this one is an upgrade
 };
 
 }  // namespace agent

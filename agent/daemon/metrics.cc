@@ -138,13 +138,19 @@ MetricsServer::~MetricsServer() {
 }
 
 bool MetricsServer::listen(const base::ListenAddress& address, std::string* err) {
-  fd_ = base::bind_listen(address, err);
-  if (fd_ < 0) return false;
+  int fd = base::bind_listen(address, err);
+  if (fd < 0) return false;
+  adopt(fd, address);
+  return true;
+}
+
+void MetricsServer::adopt(int fd, const base::ListenAddress& address) {
+  fd_ = fd;
   // Accepted until EAGAIN: a blocking accept would hold the whole loop.
   ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+  ::fcntl(fd_, F_SETFD, FD_CLOEXEC);
   watch_ = loop_.add(fd_, EPOLLIN, [this](std::uint32_t) { on_accept(); });
   spdlog::info("metrics: /metrics and /healthz on {}", address.text);
-  return true;
 }
 
 void MetricsServer::on_accept() {

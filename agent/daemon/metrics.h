@@ -55,6 +55,9 @@ class MetricsServer {
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
   bool listen(const base::ListenAddress& address, std::string* err);
+  /// The listening socket the previous image of the agent held (`agent upgrade`).
+  void adopt(int fd, const base::ListenAddress& address);
+  int fd() const { return fd_; }
 
  private:
   struct Conn {

@@ -37,6 +37,8 @@ const char* journal_priority(int level) {
 }
 
 bool notify_socket_set() { return !g_notify_socket.empty(); }
+const std::string& notify_socket_path() { return g_notify_socket; }
+void restore_notify_socket(const std::string& path) { g_notify_socket = path; }
 
 bool journal_stream_is(const char* value, int fd) {
   if (!value) return false;

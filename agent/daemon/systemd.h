@@ -32,6 +32,10 @@ bool sd_notify(const std::string& state);
 /// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID once, at start, then removes them from
 /// the environment so no worker inherits them. Returns the watchdog interval, if any.
 std::optional<std::chrono::microseconds> capture_notify_socket();
+/// The $NOTIFY_SOCKET captured, and the same given back by the next image of the agent
+/// (`agent upgrade`: the environment no longer has it).
+const std::string& notify_socket_path();
+void restore_notify_socket(const std::string& path);
 
 /// Socket activation: when LISTEN_PID is our pid, takes fds 3 .. 3+LISTEN_FDS-1, makes them
 /// close-on-exec, and returns them by canonical address ("127.0.0.1:8197", "[::]:80",

@@ -221,6 +221,38 @@ class AppMachine {
   /// is left.
   void shutdown(std::function<void()> when_empty);
 
+  // --- handed to the next image of the agent (`agent upgrade`, agent/daemon/handoff.h) ------
+  struct Snapshot {
+    struct Entry {
+      pid_t pid = 0;
+      int slot = -1;
+      std::string release;
+      WorkerState state = WorkerState::Ready;
+      base::Clock::time_point started, ready_at, drain_started;
+    };
+    std::vector<Entry> workers;
+    struct SlotState {
+      pid_t serving = 0;
+      std::string release, last_exit;
+      int crashes = 0, restarts = 0;
+      bool loop_alerted = false;
+    };
+    std::vector<SlotState> slots;
+    bool stopped = false, sockets_closed = false;
+    Health health = Health::Unknown;
+    int probe_fails = 0;
+    bool unhealthy_alerted = false;
+    MachineStats stats;
+  };
+  /// Why the app cannot be handed over now ("deploy in progress", "worker 1/4321 is
+  /// starting"); "" when it can: no operation runs or waits, every worker is ready or draining.
+  std::string busy() const;
+  Snapshot snapshot() const;
+  /// In a machine that has no worker yet: takes the snapshot's workers and slots over as they
+  /// were, arms the drain and kill timers of draining workers for what is left of them (one
+  /// already past its drain_timeout was alerted by the image before), and staffs an empty slot.
+  void restore(const Snapshot& s);
+
   // --- what it is --------------------------------------------------------------------------
   struct Worker {
     int slot = -1;  // -1: adopted from a previous agent
@@ -351,6 +383,8 @@ class AppMachine {
   void mark_ready(pid_t pid);
   void on_ready_timeout(pid_t pid);
   void drain(pid_t pid, const std::string& why);
+  /// drain_timeout's alert and kill_timeout's SIGKILL, `elapsed` after the drain began.
+  void arm_drain_timers(pid_t pid, base::Clock::duration elapsed);
   void forget(pid_t pid);
   void reconcile();
   void check_memory();

@@ -71,7 +71,10 @@ void AppSupervisor::boot() {
   // What runs now (or is about to) sets the watch's baseline: only a different content deploys.
   std::string baseline, err;
   std::optional<OpRequest> op;
-  if (auto cur = store_.current()) {
+  if (taken_over_) {
+    // The workers run: only the watch, from where the previous image left it.
+    base::read_file(seen_path(), &baseline, &err);
+  } else if (auto cur = store_.current()) {
     op.emplace();
     op->kind = OpRequest::Kind::Start;
     // The source content last acted on, not the live release's: after `agent rollback 1` the

@@ -54,6 +54,16 @@ class AppSupervisor : private Effects {
   /// Workers a killed agent left serving (agent/process/orphans.h): drained once this agent's
   /// own workers serve, i.e. when an operation next succeeds. Called before boot().
   void adopt(std::vector<Orphan> orphans);
+
+  // `agent upgrade` (agent/daemon/handoff.h): the app handed to the next image of the agent.
+  /// Why it cannot be handed over now, "" when it can (no operation, no thread at work).
+  std::string busy() const;
+  /// Its workers, slots, pidfds and output pipes as JSON; the fds to keep open across execve
+  /// are added to `keep`. Queued log lines are written first.
+  nlohmann::json handoff(std::vector<int>* keep);
+  /// In the new image, after init() and instead of adopt(): takes the workers over. boot()
+  /// then starts no worker: they run.
+  bool take_over(const nlohmann::json& state, std::string* err);
   void submit(OpRequest op) {
     if ((op.kind == OpRequest::Kind::Deploy && !op.resumed) || op.kind == OpRequest::Kind::Rollback) forget_fleet_turns();
     machine_.submit(std::move(op));
@@ -227,6 +237,7 @@ class AppSupervisor : private Effects {
   std::map<int, std::unique_ptr<OutputPipe>> pipes_;  // by fd; live until EOF, even after the worker exits
   std::map<pid_t, std::vector<std::string>> recent_output_;  // last lines per worker, until it is reaped
   bool booted_ = false, shutting_down_ = false, machine_empty_ = false;
+  bool taken_over_ = false;  // from the previous image (take_over): boot() starts nothing
   std::function<void()> when_empty_;
   std::shared_ptr<std::atomic<bool>> cancel_;  // set while staging or a build runs; true stops it
   std::unique_ptr<watchers::FileWatch> watch_;  // source/watch: the RPM/yum trigger
@@ -239,5 +250,10 @@ class AppSupervisor : private Effects {
   // Last: it is built from the members above, and its destructor cancels its timers first.
   AppMachine machine_;
 };
+
+/// A machine's snapshot as JSON and back (handoff.cc): what crosses execve in `agent upgrade`.
+nlohmann::json snapshot_json(const AppMachine::Snapshot& s);
+/// Throws (nlohmann::json::exception) when `j` is not one.
+AppMachine::Snapshot snapshot_from_json(const nlohmann::json& j);
 
 }  // namespace agent

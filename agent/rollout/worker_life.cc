@@ -200,10 +200,19 @@ void AppMachine::drain(pid_t pid, const std::string& why) {
   loop_.cancel(std::exchange(w->delay_timer, 0));
   fx_.signal(pid, app_.drain_signal);
   say("draining " + worker_name(*w) + " with " + base::signal_name(app_.drain_signal) + ": " + why);
+  arm_drain_timers(pid, base::Clock::duration::zero());
+}
+
+void AppMachine::arm_drain_timers(pid_t pid, base::Clock::duration elapsed) {
+  Worker* w = get(pid);
+  if (!w) return;
   std::string name = worker_name(*w), release = w->release;
   auto kill_timeout = app_.kill_timeout;
-  if (!w->adopted) {
-    w->drain_timer = loop_.after(app_.drain_timeout, [this, pid, name, release, kill_timeout] {
+  auto left = [elapsed](base::Millis total) {
+    return std::max(base::Millis::zero(), total - std::chrono::duration_cast<base::Millis>(elapsed));
+  };
+  if (!w->adopted && elapsed < app_.drain_timeout) {
+    w->drain_timer = loop_.after(left(app_.drain_timeout), [this, pid, name, release, kill_timeout] {
       Worker* d = get(pid);
       if (!d) return;
       d->drain_timer = 0;
@@ -220,7 +229,7 @@ void AppMachine::drain(pid_t pid, const std::string& why) {
     });
   }
   if (kill_timeout) {
-    w->kill_timer = loop_.after(*kill_timeout, [this, pid, name, release, kill_timeout] {
+    w->kill_timer = loop_.after(left(*kill_timeout), [this, pid, name, release, kill_timeout] {
       Worker* d = get(pid);
       if (!d) return;
       d->kill_timer = 0;

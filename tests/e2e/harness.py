@@ -147,7 +147,7 @@ class Agent:
         if getattr(self, "out", None):
             self.out.close()  # a restart of the agent appends to the same file
         self.out = open(os.path.join(self.dir, "agent.out"), "a")
-        self.proc = subprocess.Popen([AGENT, "run", "-c", self.config], stdout=self.out, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([getattr(self, "binary", AGENT), "run", "-c", self.config], stdout=self.out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         wait_until(lambda: self.proc.poll() is not None or self.try_status() is not None, 10,
                    "the control socket to answer")

@@ -35,7 +35,8 @@ class Launcher:
             self.agent.out.close()
         self.agent.out = open(os.path.join(self.agent.dir, "agent.out"), "a")
         # LISTEN_PID must be the agent's own pid: the shell's $$ survives its exec.
-        self.agent.proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" run -c "$1"', AGENT, self.agent.config],
+        binary = getattr(self.agent, "binary", AGENT)
+        self.agent.proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" run -c "$1"', binary, self.agent.config],
                                            env=environ, stdout=self.agent.out, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, pass_fds=(3,),
                                            preexec_fn=lambda: os.dup2(fd, 3) if fd != 3 else None)

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "agent/rollout/machine.h"
+#include "agent/rollout/supervisor.h"
 #include "agent/rollout/timing.h"
 
 using namespace agent;
@@ -958,4 +959,98 @@ TEST_CASE("stats for /metrics: deploys by result, bakes, crash restarts, rollout
   CHECK(s.restarts == 1);
   CHECK(s.rollout.count == 3);  // R1, R4, and the way back to R1
   CHECK(s.drain.count >= 1);
+}
+
+// --- agent upgrade: the machine handed to the next image (snapshot.cc) -------------------------
+
+TEST_CASE("upgrade: busy while an operation runs or a worker starts; quiet once it is live") {
+  Rig r(app_config(2));
+  CHECK(r.m->busy().empty());
+  r.deploy("R1");
+  CHECK(r.m->busy().starts_with("deploy in progress (rolling "));
+  for (int i = 0; i < 20 && r.m->phase() == Phase::Rolling; ++i) r.ready_all("R1");
+  CHECK(r.m->busy().empty());
+  r.exit(r.serving()[0]);  // a crash: its restart is a worker starting
+  r.advance(200ms);
+  CHECK(r.m->busy().find("is starting") != std::string::npos);
+}
+
+TEST_CASE("upgrade: the next image takes the workers over as they were, and a drain's timers go on from its start") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  pid_t old0 = r.serving()[0];
+  r.go_live("R2");  // R1's workers drain; drain_timeout 10s, kill_timeout 60s
+  r.advance(4s);
+  REQUIRE(r.m->busy().empty());
+  AppMachine::Snapshot snap = r.m->snapshot();
+  CHECK(snap.workers.size() == 4);
+  std::vector<pid_t> serving = r.serving();
+
+  // The next image: a fresh machine on the same loop and clock, given the snapshot.
+  FakeWorld next{r.loop};
+  AppMachine m2(r.loop, next, app_config(2));
+  r.m.reset();  // the old image's timers are gone with it
+  m2.restore(snap);
+  r.settle();
+  CHECK(next.spawned.empty());  // no worker started: every slot is served
+  CHECK(m2.ready_slots() == 2);
+  std::vector<pid_t> now_serving;
+  for (const auto& s : m2.slots()) now_serving.push_back(s.serving);
+  CHECK(now_serving == serving);
+  // drain_timeout (10s) falls 6s after the handover, not 10s; kill_timeout (60s) 56s after it.
+  r.advance(5990ms);
+  CHECK(next.alerts_of("drain_stalled") == 0);
+  r.advance(20ms);
+  CHECK(next.alerts_of("drain_stalled") == 2);
+  r.advance(50s - 30ms);
+  CHECK(next.killed.empty());
+  r.advance(20ms);
+  CHECK(next.killed.count(old0) == 1);
+  CHECK(next.alerts_of("worker_killed") == 2);
+}
+
+TEST_CASE("upgrade: a drain already past drain_timeout is not alerted again; an empty slot is staffed") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.go_live("R2");
+  r.advance(12s);  // drain_stalled went out from the old image
+  REQUIRE(r.world.alerts_of("drain_stalled") == 2);
+  pid_t crashed = r.serving()[1];
+  AppMachine::Snapshot snap = r.m->snapshot();
+  FakeWorld next{r.loop};
+  next.next_pid = 5000;  // the old image's children keep their pids: a new one is another
+  AppMachine m2(r.loop, next, app_config(2));
+  r.m.reset();
+  // The worker exited between the snapshot and the new image's start: its exit is seen then.
+  m2.restore(snap);
+  m2.on_exit(crashed, "exited with status 1", "");
+  r.advance(1s);
+  CHECK(next.alerts_of("drain_stalled") == 0);
+  CHECK(next.spawned.size() == 1);  // its slot gets a worker again (crash restart)
+  r.advance(48s);
+  CHECK(next.killed.size() == 2);
+  CHECK(next.alerts_of("worker_killed") == 2);  // 60s after the drains began
+}
+
+TEST_CASE("upgrade: a snapshot survives its JSON, times and counters included") {
+  Rig r(app_config(2));
+  r.go_live("R1");
+  r.go_live("R2");
+  r.exit(r.serving()[1]);
+  AppMachine::Snapshot a = r.m->snapshot();
+  AppMachine::Snapshot b = snapshot_from_json(nlohmann::json::parse(snapshot_json(a).dump()));
+  REQUIRE(b.workers.size() == a.workers.size());
+  for (size_t i = 0; i < a.workers.size(); ++i) {
+    CHECK(b.workers[i].pid == a.workers[i].pid);
+    CHECK(b.workers[i].state == a.workers[i].state);
+    CHECK(b.workers[i].release == a.workers[i].release);
+    CHECK(b.workers[i].drain_started == a.workers[i].drain_started);
+  }
+  REQUIRE(b.slots.size() == 2);
+  CHECK(b.slots[1].last_exit == a.slots[1].last_exit);
+  CHECK(b.slots[1].crashes == a.slots[1].crashes);
+  CHECK(b.stats.deploys == a.stats.deploys);
+  CHECK(b.stats.rollout.count == a.stats.rollout.count);
+  CHECK(b.stats.restarts == a.stats.restarts);
+  CHECK_THROWS(snapshot_from_json(nlohmann::json::parse(R"({"workers": 3})")));
 }
