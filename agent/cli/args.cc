@@ -75,6 +75,10 @@ const std::map<std::string, std::string> kLong = {
                 "running config); if it fails, the running agent goes on and says why. While an operation\n"
                 "runs (a deploy, a bake, a worker starting) the upgrade waits for it to end, up to --wait.\n"
                 "Exit 0 when the new image answers; it says how many workers it kept."},
+    {"systemd-socket", "Prints agent.socket's ListenStream= lines for every listen address of the config, as a\n"
+                       "drop-in (agent.socket ships with none). With agent.socket enabled, systemd holds the apps'\n"
+                       "listening sockets, so connections wait in their queues while the agent itself restarts.\n"
+                       "Exit 1 when no app listens on anything."},
     {"fleet", "The hosts of this agent's [fleet] roll a new version of an app with fleet_waves a wave at a time,\n"
               "coordinated through etcd (README \"Fleets\")."},
     {"fleet status", "Each host (alive or not), the version it runs, and its state for the newest version of each\n"
@@ -313,6 +317,8 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   CLI::App* upgrade = verb("upgrade", "run the agent's binary again from disk, keeping every worker");
   std::string wait;
   upgrade->add_option("--wait", wait, "wait this long for a running operation to end (default 5m)")->check(duration())->type_name("DURATION");
+
+  verb("systemd-socket", "print agent.socket's ListenStream= lines for the config");
 
   CLI::App* import = verb("import-pm2", "turn a PM2 ecosystem file into an agent.toml");
   import->add_option("FILE", a->positional, "the PM2 JSON or JSON5 file")->required()->type_name("");

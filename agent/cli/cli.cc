@@ -134,6 +134,7 @@ int run_cli(int argc, char** argv) {
   if (v == "history") return cmd_history(a);
   if (v == "import-pm2") return cmd_import_pm2(a);
   if (v == "upgrade") return cmd_upgrade(a);
+  if (v == "systemd-socket") return cmd_systemd_socket(a);
   if (v == "post-receive") return cmd_post_receive(a);
   if (v.starts_with("fleet ")) return cmd_fleet(a);
   for (const char* op : {"deploy", "reload", "start", "stop", "restart", "rollback"})

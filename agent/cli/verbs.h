@@ -54,5 +54,6 @@ int cmd_fleet(const Args& a);
 int cmd_history(const Args& a);
 int cmd_import_pm2(const Args& a);
 int cmd_upgrade(const Args& a);
+int cmd_systemd_socket(const Args& a);
 
 }  // namespace agent

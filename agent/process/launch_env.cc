@@ -68,7 +68,9 @@ std::string find_node_shim(std::string* searched) {
   std::string dir = self_executable();
   if (dir.empty()) return "";
   dir = dir.substr(0, dir.rfind('/'));
-  for (const std::string& candidate : {dir + "/../share/deploy-agent/shims/node/shim.js", dir + "/../shims/node/shim.js"}) {
+  // Installed: <prefix>/bin/agent and <prefix>/share/...; a build tree mirrors it beside the
+  // binary (<build>/agent and <build>/share/..., CMakeLists.txt), wherever the build tree is.
+  for (const std::string& candidate : {dir + "/../share/deploy-agent/shims/node/shim.js", dir + "/share/deploy-agent/shims/node/shim.js"}) {
     char real[4096];
     if (::realpath(candidate.c_str(), real)) return real;
     if (searched) *searched += (searched->empty() ? "" : ", ") + candidate;

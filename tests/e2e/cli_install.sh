@@ -31,6 +31,17 @@ run "$prefix/bin/agent" env web -c "$TMP/shim.toml"
 expect_rc 0
 expect_out "--require \"$prefix/share/deploy-agent/shims/node/shim.js\""
 
+# A build tree anywhere finds its shim: it mirrors the installed layout beside the binary.
+mkdir -p "$TMP/elsewhere/build"
+cp -a "$BUILD_DIR/agent" "$BUILD_DIR/share" "$TMP/elsewhere/build/"
+run "$TMP/elsewhere/build/agent" env web -c "$TMP/shim.toml"
+expect_rc 0
+expect_out "--require \"$TMP/elsewhere/build/share/deploy-agent/shims/node/shim.js\""
+rm -r "$TMP/elsewhere/build/share"
+run "$TMP/elsewhere/build/agent" env web -c "$TMP/shim.toml"
+expect_rc 1
+expect_err "the agent's Node shim is not installed (looked in $TMP/elsewhere/build/../share/deploy-agent/shims/node/shim.js, $TMP/elsewhere/build/share/deploy-agent/shims/node/shim.js)"
+
 # The example config is valid as shipped.
 run "$prefix/bin/agent" check -c "$prefix/etc/agent/agent.toml.example"
 expect_rc 0
@@ -39,6 +50,15 @@ expect_out "ok (2 apps: nuomi, h5)"
 # The units name this prefix, and systemd's own checker accepts them.
 run grep -E '^ExecStart=' "$prefix/lib/systemd/system/agent.service"
 expect_out "ExecStart=$prefix/bin/agent run -c $prefix/etc/agent/agent.toml"
+# agent.socket ships with no address; `agent systemd-socket` writes the config's as a drop-in.
+run grep -c '^ListenStream=' "$prefix/lib/systemd/system/agent.socket"
+expect_out "0"
+mkdir -p "$prefix/lib/systemd/system/agent.socket.d"
+run "$prefix/bin/agent" systemd-socket -c "$prefix/etc/agent/agent.toml.example"
+expect_rc 0
+expect_out "ListenStream=0.0.0.0:8197"
+expect_out "ListenStream=0.0.0.0:8198"
+printf '%s\n' "$out" > "$prefix/lib/systemd/system/agent.socket.d/listen.conf"
 if command -v systemd-analyze >/dev/null; then
   run systemd-analyze verify "$prefix/lib/systemd/system/agent.service" "$prefix/lib/systemd/system/agent.socket"
   expect_rc 0
