@@ -31,6 +31,8 @@ pkgs=(
   openssl
   # metrics: a real Prometheus scrapes the agent; promtool checks the output and the example rules
   prometheus
+  # the agent's own packages: cpack's .deb (dpkg-shlibdeps) checked by lintian, man pages by groff
+  dpkg-dev lintian groff-base
 )
 
 missing=()

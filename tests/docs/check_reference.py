@@ -134,6 +134,40 @@ for m in sorted(served_agent - rows):
 for m in sorted(rows - served_agent):
     problems.append(f"reference: the metrics table lists {m}, which the agent does not serve")
 
+# --- the man pages: agent(1) names every command and flag, agent.toml(5) every key; both
+# render without a warning ---------------------------------------------------------------------
+def man_text(name):
+    with open(os.path.join(REPO, "docs", "man", name)) as f:
+        raw = f.read()
+    r = subprocess.run(["groff", "-man", "-ww", "-z", os.path.join(REPO, "docs", "man", name)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or r.stderr.strip():
+        problems.append(f"docs/man/{name}: groff -man -ww: {r.stderr.strip() or r.returncode}")
+    return re.sub(r"\\f[BIRP]", "", raw).replace("\\-", "-").replace("\\e", "\\")
+
+page1 = man_text("agent.1")
+for v in verbs:
+    if not re.search(rf"(^|\s|\"){re.escape(v)}(\s|\"|$)", page1, re.M):
+        problems.append(f"agent.1 does not name the command `{v}`")
+    for flag in flags(run_help(*v.split())):
+        if not re.search(rf"{re.escape(flag)}(?![a-z-])", page1):
+            problems.append(f"agent.1 does not name {flag} of `{v}`")
+page5 = man_text("agent.toml.5")
+for key in sorted(known):
+    if not re.search(rf"(^|[\s,]){re.escape(key)}([\s,]|$)", page5, re.M):
+        problems.append(f"agent.toml.5 does not name the key `{key}`")
+
+# --- the bash completion knows every command and flag ----------------------------------------
+with open(os.path.join(REPO, "scripts", "completion", "agent")) as f:
+    completion = f.read()
+for v in verbs:
+    for word in v.split():
+        if not re.search(rf"[\s\"]{re.escape(word)}[\s\")]", completion):
+            problems.append(f"scripts/completion/agent does not offer `{word}` (of `{v}`)")
+    for flag in flags(run_help(*v.split())):
+        if not re.search(rf"[\s\"]{re.escape(flag)}[\s\")]", completion):
+            problems.append(f"scripts/completion/agent does not offer {flag} of `{v}`")
+
 for p in problems:
     print(p)
 print(f"check_reference: {len(verbs)} commands, {len(known)} config keys, {len(served_agent)} metric families; "

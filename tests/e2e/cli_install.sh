@@ -70,6 +70,16 @@ if command -v systemd-analyze >/dev/null; then
 else
   fail "systemd-analyze not found (Debian's systemd package provides it)"
 fi
+# --strip: the installed binary has no debug sections (the unstripped one is ~50 MB).
+run cmake --install "$BUILD_DIR" --prefix "$TMP/stripped" --strip
+expect_rc 0
+run readelf -S "$TMP/stripped/bin/agent"
+grep -q debug_info <<<"$out" && fail "cmake --install --strip left debug sections in bin/agent" || pass
+run readelf -S "$BUILD_DIR/agent"
+grep -q debug_info <<<"$out" && pass || fail "the build's own binary has no debug sections to strip: the check above proves nothing"
+run "$TMP/stripped/bin/agent" --version
+expect_rc 0
+
 # A package build: DESTDIR staging for /usr puts the config in /etc, everything once, and lists
 # every file in the install manifest.
 run env DESTDIR="$TMP/dest" cmake --install "$BUILD_DIR" --prefix /usr
