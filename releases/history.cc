@@ -31,6 +31,10 @@ std::optional<HistoryEntry> parse_history_line(const std::string& line) {
     e.source = j.value("source", "");
     e.seconds = j.value("seconds", -1.0);
     e.release = j.value("release", "");
+    // A line edited by hand (or damaged) is shown as it is, not as something else: a uid past
+    // uid_t would wrap (4294967296 is not root), a duration past a year is not one this wrote.
+    if (e.uid > 0xfffffffeL || e.uid < -1) return std::nullopt;
+    if (!(e.seconds <= 366.0 * 86400)) e.seconds = -1;
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;  // a field of the wrong type
   }

@@ -30,7 +30,8 @@ const std::map<std::string, std::string> kLong = {
     {"status", "Each app: state, current release, operation in progress; each worker: slot, pid, release, state,\n"
                "role, uptime, CPU%, RSS, restarts and why it last exited, sorted by slot.\n"
                "--check, for Nagios-style checks and scripts: one line per app and exit 0 when every app has\n"
-               "`instances` ready workers, 1 when one is degraded, 2 when one is down or the agent unreachable."},
+               "`instances` ready workers, 1 when one is degraded, 2 when one is down or the agent unreachable,\n"
+               "3 when the config cannot be read."},
     {"deploy", "Stages a new release and rolls it out, batch by batch, printing each step. The release is a copy\n"
                "of DIR (default: the app's source directory), or with --rev the commit REV (a sha, a branch, a\n"
                "tag, HEAD~1) exported from the app's git repository; its version is then the package.json version\n"
@@ -310,7 +311,7 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   fleet_resume->add_option("APP_VERSION", a->positional, "the app and the halted version")->expected(2, 2)->required()->type_name("");
 
   CLI::App* post_receive = verb("post-receive", "what an app's git hook runs: deploys the pushed branch");
-  post_receive->add_option("APP", a->positional, "the app")->required()->type_name("");
+  post_receive->add_option("APP", a->positional, "the app")->required()->expected(1)->type_name("");
   post_receive->add_option("--socket", a->socket, "the control socket (no config is read)")->type_name("PATH");
   post_receive->add_option("--branch", a->branch, "ignore refs other than this branch")->type_name("BRANCH");
 
@@ -321,7 +322,7 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   verb("systemd-socket", "print agent.socket's ListenStream= lines for the config");
 
   CLI::App* import = verb("import-pm2", "turn a PM2 ecosystem file into an agent.toml");
-  import->add_option("FILE", a->positional, "the PM2 JSON or JSON5 file")->required()->type_name("");
+  import->add_option("FILE", a->positional, "the PM2 JSON or JSON5 file")->required()->expected(1)->type_name("");
 
   // A misspelt verb is named before CLI11 would call it an unexpected argument.
   std::vector<std::string> given = words(argv, 2);
@@ -358,7 +359,8 @@ int parse_args(const std::vector<std::string>& argv, Args* a, std::string* out, 
   } catch (const CLI::ArgumentMismatch& e) {
     CLI::App* sub = chosen(&app);
     std::string what = std::string(e.what()).starts_with("-") ? e.what() : "wrong number of arguments (" + usage_of(sub) + ")";
-    *err = "agent: " + verb_of(sub) + ": " + what + "\n(see agent " + verb_of(sub) + " --help)";
+    std::string verb = verb_of(sub);
+    *err = "agent: " + (verb.empty() ? "" : verb + ": ") + what + "\n(see agent " + (verb.empty() ? "" : verb + " ") + "--help)";
     return 2;
   } catch (const CLI::RequiredError& e) {
     CLI::App* sub = chosen(&app);

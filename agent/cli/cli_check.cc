@@ -30,9 +30,16 @@ std::vector<std::string> deep_problems(const Config& cfg) {
     std::string prefix = "app " + app.name + ": ";
     if (!app.source.empty() && !base::is_directory(app.source))
       out.push_back(prefix + "source " + app.source + ": no such directory (nothing to stage from until it is installed)");
+    // Every problem of the app, not only the first: each one is checked on its own, and the
+    // command is looked up on the PATH the launch would have without an env_file that is missing.
+    AppConfig probe = app;
+    if (!app.env_file.empty() && ::access(app.env_file.c_str(), R_OK) != 0) {
+      out.push_back(prefix + "env_file: read " + app.env_file + ": " + std::strerror(errno));
+      probe.env_file.clear();
+    }
     LaunchPreview p;
     std::string err;
-    if (!preview_launch(cfg, app, std::nullopt, &p, &err)) {
+    if (!preview_launch(cfg, probe, std::nullopt, &p, &err)) {
       // preview_launch says "app web: ..." itself; no release and no source is already said above
       if (app.source.empty() || base::is_directory(app.source)) out.push_back(err);
       continue;

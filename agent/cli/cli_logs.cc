@@ -37,7 +37,7 @@ int cmd_logs(const Args& a) {
   size_t n = a.lines ? static_cast<size_t>(*a.lines) : a.since_s ? SIZE_MAX : 50;
   bool prefix = paths.size() > 1;
   std::map<std::string, std::vector<LogLine>> tails;
-  std::map<std::string, std::uint64_t> ends;
+  std::map<std::string, LogPosition> ends;
   for (const auto& [app, path] : paths) tails[app] = tail_logs(path, n, filter, &ends[app]);
   for (const auto& line : merge_logs(tails, n, prefix)) std::printf("%s\n", line.c_str());
   std::fflush(stdout);

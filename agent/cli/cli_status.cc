@@ -32,7 +32,8 @@ std::string human_uptime(long s) {
 int cmd_status(const Args& a) {
   Config cfg;
   bool check = a.check;
-  if (!load_for_client(a, &cfg)) return check ? 2 : 1;
+  // A check that cannot even read its config cannot tell: Nagios's UNKNOWN (3), said on stdout.
+  if (!load_for_client(a, &cfg)) return check ? (std::printf("UNKNOWN: cannot read the config %s\n", a.config.c_str()), 3) : 1;
   nlohmann::json req = {{"verb", "status"}};
   if (!a.positional.empty()) req["app"] = a.positional[0];
   nlohmann::json data;

@@ -305,6 +305,27 @@ bool convert(const std::string& text, const std::string& file, Pm2Import* out, s
   std::string json;
   std::vector<size_t> from;
   if (!json5_to_json(text, file, &json, &from, err)) return false;
+  // An ecosystem file is a few levels deep; thousands would only exhaust the stack of the
+  // recursive copies and dumps below (a crash is no answer to bad input).
+  constexpr int kMaxDepth = 64;
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    char c = json[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth)
+        return *err = where(text, file, i < from.size() ? from[i] : text.size()) + ": nested deeper than " + std::to_string(kMaxDepth) +
+                      " levels: not a PM2 ecosystem file",
+               false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
   Json root;
   try {
     root = Json::parse(json);

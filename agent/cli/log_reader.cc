@@ -58,21 +58,42 @@ std::vector<LogLine> lines_of(const std::string& text) {
   return out;
 }
 
+// The whole of `file`, and its inode (the file read, whatever renames follow).
+bool read_log(const std::string& file, std::string* text, std::uint64_t* ino) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  ::fstat(fd, &st);
+  *ino = st.st_ino;
+  text->clear();
+  char buf[65536];
+  ssize_t got;
+  while ((got = ::read(fd, buf, sizeof buf)) > 0) text->append(buf, static_cast<size_t>(got));
+  ::close(fd);
+  return true;
+}
+
 }  // namespace
 
-std::vector<LogLine> tail_logs(const std::string& path, size_t n, const LogFilter& f, std::uint64_t* end) {
+std::vector<LogLine> tail_logs(const std::string& path, size_t n, const LogFilter& f, LogPosition* end) {
   std::vector<std::vector<LogLine>> newest_first;
   size_t found = 0;
-  if (end) *end = 0;
-  // app.log, then app.log.1, .2 ...: each older than the one before. A gap ends the chain.
-  for (int i = 0; found < n && i < 1000; ++i) {
+  if (end) {
+    *end = {};
+    struct stat st {};
+    if (n == 0 && ::stat(path.c_str(), &st) == 0) *end = {st.st_ino, static_cast<std::uint64_t>(st.st_size)};  // nothing read: from its end
+  }
+  // app.log, then app.log.1, .2 ...: each older than the one before. A gap ends the chain; the
+  // last of log_max_files (at most 1000) is app.log.1000.
+  for (int i = 0; found < n && i <= 1000; ++i) {
     std::string file = i == 0 ? path : path + "." + std::to_string(i);
-    std::string text, err;
-    if (!base::read_file(file, &text, &err)) {
+    std::string text;
+    std::uint64_t ino = 0;
+    if (!read_log(file, &text, &ino)) {
       if (i == 0) continue;  // no app.log yet, rotated files may still be there
       break;
     }
-    if (i == 0 && end) *end = text.size();
+    if (i == 0 && end) *end = {ino, text.size()};
     std::vector<LogLine> kept;
     bool older = false;  // a line before --since: the files before this one are older still
     for (auto& l : lines_of(text)) {
@@ -146,6 +167,26 @@ bool open_log(Followed& f, std::uint64_t offset) {
   return true;
 }
 
+// Where following begins: app.log at `pos`, or, when app.log is no longer the file the tail read
+// (a rotation came in between), the rest of that file under its rotated name first.
+void start_at(Followed& f, const LogPosition& pos, const std::function<void(const std::string&, std::string_view)>& emit) {
+  struct stat st {};
+  if (pos.ino != 0 && ::stat(f.path.c_str(), &st) == 0 && st.st_ino != pos.ino) {
+    for (int i = 1; i <= 1000; ++i) {
+      Followed old = f;
+      old.path = f.path + "." + std::to_string(i);
+      if (::stat(old.path.c_str(), &st) != 0) break;
+      if (st.st_ino != pos.ino || !open_log(old, pos.offset)) continue;
+      drain(old, emit);
+      if (!old.partial.empty()) emit(f.app, old.partial);
+      ::close(old.fd);
+      open_log(f, 0);
+      return;
+    }
+  }
+  open_log(f, pos.offset);
+}
+
 // After a rotation app.log is a new file: the old one is read to its end (the writer renames
 // it only after its last line), then the new one from its start.
 void pump(Followed& f, const std::function<void(const std::string&, std::string_view)>& emit) {
@@ -162,7 +203,7 @@ void pump(Followed& f, const std::function<void(const std::string&, std::string_
 
 }  // namespace
 
-bool follow_logs(const std::map<std::string, std::string>& paths, std::map<std::string, std::uint64_t> offsets,
+bool follow_logs(const std::map<std::string, std::string>& paths, std::map<std::string, LogPosition> starts,
                  const std::function<void(const std::string& app, std::string_view line)>& emit,
                  const std::function<bool()>& stop, std::string* err) {
   int in = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -173,7 +214,7 @@ bool follow_logs(const std::map<std::string, std::string>& paths, std::map<std::
     Followed f;
     f.app = app;
     f.path = path;
-    open_log(f, offsets[app]);
+    start_at(f, starts[app], emit);
     files.push_back(std::move(f));
     watches.push_back(-1);
   }

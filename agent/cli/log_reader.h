@@ -35,20 +35,29 @@ std::string_view line_time(std::string_view line);
 /// Whether `line` (with `time`, its own or inherited) passes `f`.
 bool line_matches(std::string_view line, const std::string& time, const LogFilter& f);
 
+/// Where reading a log stopped: the file (its inode, which a rotation keeps under its new name)
+/// and the offset in it.
+struct LogPosition {
+  std::uint64_t ino = 0;
+  std::uint64_t offset = 0;
+};
+
 /// The last `n` lines passing `f` of app.log at `path` and of its rotated files, oldest first.
-/// Reads the newest file first and goes back only as far as it needs. *end (when given): how
-/// much of app.log was read, where following it begins.
-std::vector<LogLine> tail_logs(const std::string& path, size_t n, const LogFilter& f, std::uint64_t* end = nullptr);
+/// Reads the newest file first and goes back only as far as it needs. *end (when given): the
+/// app.log that was read and how much of it, where following it begins (with n = 0 too).
+std::vector<LogLine> tail_logs(const std::string& path, size_t n, const LogFilter& f, LogPosition* end = nullptr);
 
 /// Several apps' lines merged by time (stable: an app's own order is kept), each text prefixed
 /// with its app's name padded to the longest ("web | ..."), then the last `n`.
 std::vector<std::string> merge_logs(const std::map<std::string, std::vector<LogLine>>& per_app, size_t n, bool prefix);
 
-/// Follows app.log of each app (name -> path) from the ends given (the sizes already printed),
-/// calling `emit` with each whole new line, across rotations: when app.log is renamed away, the
-/// rest of the old file is read before the new one, so no line is lost or repeated. Returns only
+/// Follows app.log of each app (name -> path) from the positions given (where tail_logs
+/// stopped), calling `emit` with each whole new line, across rotations: when app.log is renamed
+/// away, the rest of the old file is read before the new one, so no line is lost or repeated;
+/// that holds for a rotation between the tail and the start of following too (the file read is
+/// found again by its inode among the rotated ones). Returns only
 /// when `stop` says so (checked at least once a second) or on an inotify failure (false, *err).
-bool follow_logs(const std::map<std::string, std::string>& paths, std::map<std::string, std::uint64_t> offsets,
+bool follow_logs(const std::map<std::string, std::string>& paths, std::map<std::string, LogPosition> starts,
                  const std::function<void(const std::string& app, std::string_view line)>& emit,
                  const std::function<bool()>& stop, std::string* err);
 

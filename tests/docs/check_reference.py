@@ -157,6 +157,22 @@ for key in sorted(known):
     if not re.search(rf"(^|[\s,]){re.escape(key)}([\s,]|$)", page5, re.M):
         problems.append(f"agent.toml.5 does not name the key `{key}`")
 
+# --- examples/monitoring/alerts.yml: a Prometheus rule for each alert the agent raises ---------
+with open(os.path.join(REPO, "agent", "alerts", "alerts.h")) as f:
+    header = f.read()
+kinds_text = header.split("std::string kind;", 1)[1].split("std::string summary;", 1)[0]
+kinds = set(re.findall(r"\b([a-z]+_[a-z_]+|unhealthy|healthy)\b", kinds_text)) - {"healthy"}  # healthy: the end of one
+with open(os.path.join(REPO, "examples", "monitoring", "alerts.yml")) as f:
+    rules = f.read()
+if len(kinds) < 8:
+    problems.append(f"check_reference: found only {len(kinds)} alert kinds in alerts.h; has it changed shape?")
+derived = {"rollout_failed": 'result=~"failed', "deploy_refused": 'result="refused"', "crash_loop": "worker_restarts_total",
+           "unhealthy": "deploy_agent_app_healthy == 0", "fleet_unreachable": "deploy_agent_fleet_etcd_unreachable",
+           "bake_failed": "bake_failed"}
+for kind in sorted(kinds):
+    if kind not in rules and derived.get(kind, "\0") not in rules:
+        problems.append(f"examples/monitoring/alerts.yml has no rule for the agent's alert {kind}")
+
 # --- the bash completion knows every command and flag ----------------------------------------
 with open(os.path.join(REPO, "scripts", "completion", "agent")) as f:
     completion = f.read()

@@ -96,6 +96,21 @@ expect_err "app web: command \"nodez\" is not on the launch PATH"
 expect_err "app api: source $TMP/not-installed: no such directory"
 expect_err "app worker: env_file: read $TMP/missing.env: No such file or directory"
 expect_err "3 problems on this host (the config itself is valid)"
+# Every problem of one app, not the first one alone.
+cat > "$TMP/deep-all.toml" <<TOML
+[agent]
+state_dir = "$TMP/deep-state"
+[[app]]
+name = "web"
+command = ["nodez", "server.js"]
+source = "$TMP/src"
+env_file = "$TMP/missing.env"
+TOML
+run "$AGENT" check --deep -c "$TMP/deep-all.toml"
+expect_rc 1
+expect_err "app web: env_file: read $TMP/missing.env: No such file or directory"
+expect_err "app web: command \"nodez\" is not on the launch PATH"
+expect_err "2 problems on this host"
 
 # A size without its unit, and PM2's names for agent keys.
 printf '[[app]]\nname = "a"\ncommand = ["node"]\nmax_memory = "200"\nmax_memory_restart = "1G"\n' > "$TMP/units.toml"

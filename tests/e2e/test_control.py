@@ -4,13 +4,14 @@ import json
 import os
 import pwd
 import re
+import signal
 import socket
 import stat
 import subprocess
 import time
 import unittest
 
-from harness import AgentTest, free_port, http_get
+from harness import AgentTest, free_port, http_get, wait_until
 
 
 def raw(path, data, read=True):
@@ -80,6 +81,22 @@ class Control(AgentTest):
         self.assertRegex(text, r"\d+\.\d%")
         slots = [int(l.split()[0]) for l in text.splitlines() if re.match(r"^  \d+ ", l)]
         self.assertEqual(slots, sorted(slots), "workers sorted by slot")
+
+    def test_status_sorts_by_slot_not_pid_and_says_how_the_last_worker_ended(self):
+        self.a.apps[0]["instances"] = 2
+        self.a.write_config()
+        self.assertIn("config reloaded", self.a.sighup())
+        self.a.wait_serving("web", 2)
+        first = {w["slot"]: w["pid"] for w in self.a.serving("web")}
+        os.kill(first[0], signal.SIGKILL)  # slot 0's new worker gets a pid above slot 1's
+        wait_until(lambda: {w["slot"] for w in self.a.serving("web") if w["pid"] != first[0]} == {0, 1}
+                   and all(w["state"] == "ready" for w in self.a.serving("web")), 15, "slot 0 restarted")
+        now = {w["slot"]: w["pid"] for w in self.a.serving("web")}
+        self.assertGreater(now[0], now[1])
+        text = self.a.cli("status").stdout
+        rows = [l.split() for l in text.splitlines() if re.match(r"^  \d+ ", l)]
+        self.assertEqual([(int(r[0]), int(r[1])) for r in rows], [(0, now[0]), (1, now[1])])
+        self.assertIn("killed by SIGKILL", text.splitlines()[[i for i, l in enumerate(text.splitlines()) if l.startswith("  0 ")][0]])
 
 
     def test_a_client_that_says_nothing_is_dropped(self):

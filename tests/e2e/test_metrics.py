@@ -103,6 +103,13 @@ class Metrics(AgentTest):
         wait_until(lambda: [x for x in self.query(prom, 'deploy_agent_deploys_total{app="web",result="failed"}') if x["value"][1] == "1"],
                    30, "the failed deploy in Prometheus")
         wait_until(lambda: self.query(prom, 'deploy_agent_alerts_total{app="web",kind="rollout_failed"}'), 30, "the alert counted")
+        # One slot crashing over and over (after its bake): degraded, exit 1, while the other serves.
+        flaky = a.make_release("1.0.2", {"per_worker": {"1": {"exit_after_ready_ms": 3000}}})
+        self.assertEqual(a.cli("deploy", "web", "--from", flaky).returncode, 0)
+        degraded = wait_until(lambda: (lambda c: c if c.returncode == 1 else None)(a.cli("status", "--check")), 30,
+                              "status --check to say DEGRADED")
+        self.assertEqual(degraded.stdout, "DEGRADED web: 1 of 2 workers ready\n")
+        wait_until(lambda: self.query(prom, 'deploy_agent_worker_restarts_total{app="web"} > 0'), 30, "the crash restarts in Prometheus")
         # Stopped: not healthy, and says why. An unknown path: 404.
         self.assertEqual(a.cli("stop", "web").returncode, 0)
         self.assertEqual(get(mport, "/healthz"), (503, "web: stopped\n"))

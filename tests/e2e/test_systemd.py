@@ -120,6 +120,10 @@ class Systemd(AgentTest):
             f.write("[[app]]\nname = 'web'\n")  # a second app called web: refused, logged as an error
         self.a.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "keeping the running config" in self.a.output(), 10, "the refused reload")
+        # A release whose workers die at start: reverted, and its alert is a warning.
+        broken = self.a.make_release("1.0.1", {"throw_at_start_from_worker": 0})
+        self.assertEqual(self.a.cli("deploy", "web", "--from", broken).returncode, 1)
+        wait_until(lambda: "ALERT web [rollout_failed]" in self.a.output(), 10, "the alert")
         lines = self.a.output().splitlines()
         self.assertTrue(lines)
         for line in lines:  # journald stamps each line: the agent's own time would be said twice
@@ -127,6 +131,7 @@ class Systemd(AgentTest):
             self.assertNotRegex(line, r"^<\d>\d{4}-\d\d-\d\dT", "a line with its own time")
         self.assertTrue(any(l.startswith("<6>") and "told systemd: ready" in l for l in lines), lines)
         self.assertTrue(any(l.startswith("<3>") and "keeping the running config" in l for l in lines), lines)
+        self.assertTrue(any(l.startswith("<4>ALERT web [rollout_failed]") for l in lines), lines)  # journalctl -p warning
         self.assertEqual(self.a.stop(), 0)
 
     def test_a_journal_stream_that_is_not_stderr_keeps_the_plain_format(self):

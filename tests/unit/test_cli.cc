@@ -1,5 +1,7 @@
 // The command line's grammar (agent/cli/args.h) and the log reading of `agent logs`
 // (agent/cli/log_reader.h): no daemon, no processes; the follower runs on real files.
+#include <sys/stat.h>
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -88,6 +90,10 @@ TEST_CASE("cli: usage errors exit 2 with a pointed message, before anything runs
            {{"logs", "--slot", "1x"}, "\"1x\" is not a whole number"},
            {{"logs", "--since", "10"}, "\"10\" has no unit"},
            {{"logs", "--stream", "both"}, "--stream: both not in"},
+           {{"import-pm2", "pm2.json", "extra"}, "import-pm2: wrong number of arguments (agent import-pm2 FILE [OPTIONS])"},
+           {{"post-receive", "web", "x", "y"}, "post-receive: wrong number of arguments"},
+           {{"upgrade", "--wait", "soon"}, "upgrade: --wait:"},
+           {{"systemd-socket", "web"}, "systemd-socket: unexpected argument"},
            {{"rollback", "2", "--to", "r1"}, "rollback takes N or --to ID, not both"},
            {{"rollback", "0"}, "N must be a whole number from 1 to 1000, not \"0\""},
            {{"rollback", "5000"}, "from 1 to 1000"},
@@ -176,12 +182,20 @@ TEST_CASE("logs: -n reaches back into the rotated files, oldest first") {
   testutil::write(log + ".2", line(0) + "\n" + line(1) + "\n" + line(2) + "\n" + line(3) + "\n");
   testutil::write(log + ".1", line(4) + "\n" + line(5) + "\n" + line(6) + "\n" + line(7) + "\n");
   testutil::write(log, line(8) + "\n" + line(9) + "\n");
-  std::uint64_t end = 0;
+  LogPosition end;
   auto got = tail_logs(log, 5, {}, &end);
   REQUIRE(got.size() == 5);
   CHECK(got.front().text == line(5));
   CHECK(got.back().text == line(9));
-  CHECK(end == (line(8) + "\n" + line(9) + "\n").size());
+  CHECK(end.offset == (line(8) + "\n" + line(9) + "\n").size());
+  struct stat st {};
+  REQUIRE(::stat(log.c_str(), &st) == 0);
+  CHECK(end.ino == st.st_ino);
+  // -n 0 (as `logs -f -n 0`): nothing printed, and following begins at the end, not at byte 0.
+  LogPosition none;
+  CHECK(tail_logs(log, 0, {}, &none).empty());
+  CHECK(none.offset == end.offset);
+  CHECK(none.ino == end.ino);
   CHECK(tail_logs(log, 100, {}).size() == 10);
 
   LogFilter f;
@@ -220,7 +234,7 @@ TEST_CASE("logs: following reads across a rotation without losing or repeating a
   std::mutex mu;
   std::string err;
   std::thread follower([&] {
-    follow_logs({{"web", log}}, {{"web", 6}}, [&](const std::string&, std::string_view line) {
+    follow_logs({{"web", log}}, {{"web", LogPosition{0, 6}}}, [&](const std::string&, std::string_view line) {
       std::lock_guard lock(mu);
       seen.emplace_back(line);
     }, [&] { return stop.load(); }, &err);
@@ -259,4 +273,28 @@ TEST_CASE("logs: following reads across a rotation without losing or repeating a
   follower.join();
   std::lock_guard lock(mu);
   CHECK(seen == std::vector<std::string>{"line 1", "line 2", "half line 3", "line 4", "line 5"});
+}
+
+TEST_CASE("logs: a rotation between the tail and the follow loses and repeats nothing") {
+  testutil::TempDir dir;
+  std::string log = dir / "web/app.log";
+  testutil::write(log, "line 1\nline 2\n");
+  LogPosition at;
+  auto tail = tail_logs(log, 10, {}, &at);
+  REQUIRE(tail.size() == 2);
+  // Before following begins: more lines, a rotation, and a new app.log already longer than
+  // where the tail stopped.
+  {
+    FILE* f = std::fopen(log.c_str(), "a");
+    std::fputs("line 3\n", f);
+    std::fclose(f);
+  }
+  std::rename(log.c_str(), (log + ".1").c_str());
+  testutil::write(log, "line 4 is a long one, longer than the old file was\n");
+  std::vector<std::string> seen;
+  std::string err;
+  int rounds = 0;
+  follow_logs({{"web", log}}, {{"web", at}}, [&](const std::string&, std::string_view line) { seen.emplace_back(line); },
+              [&] { return rounds++ > 0; }, &err);
+  CHECK(seen == std::vector<std::string>{"line 3", "line 4 is a long one, longer than the old file was"});
 }

@@ -281,3 +281,9 @@ TEST_CASE("a name the agent cannot use as a directory is made one; user and grou
   CHECK(has(out.toml, "# pm2 \"uid\" = 0: user is set already"));
   CHECK(cfg.apps[0].group == "root");
 }
+
+TEST_CASE("a file nested thousands deep is refused with its place, not a crash") {
+  CHECK(failure(std::string(50000, '[') + std::string(50000, ']')) == "pm2.json:1:65: nested deeper than 64 levels: not a PM2 ecosystem file");
+  std::string deep_env = R"({"apps":[{"name":"x","script":"a","env":{"A":)" + std::string(100000, '[') + std::string(100000, ']') + "}}]}";
+  CHECK(failure(deep_env).find("nested deeper than 64 levels") != std::string::npos);
+}

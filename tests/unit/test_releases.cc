@@ -232,3 +232,16 @@ TEST_CASE("history.jsonl: written by its own thread, read back with rotated file
   CHECK_FALSE(releases::parse_history_line(R"({"time": 5, "op": "x"})"));
   CHECK_FALSE(releases::parse_history_line(R"({"time": "t", "op": "x", "uid": "root"})"));
 }
+
+TEST_CASE("history.jsonl: a damaged line is not shown as something it is not") {
+  using releases::parse_history_line;
+  CHECK_FALSE(parse_history_line(R"({"time":"2026-12-03T10:00:00.000Z","op":"deploy","uid":4294967296})"));  // not root
+  CHECK_FALSE(parse_history_line(R"({"time":"2026-12-03T10:00:00.000Z","op":"deploy","uid":-7})"));
+  auto e = parse_history_line(R"({"time":"2026-12-03T10:00:00.000Z","op":"deploy","uid":0,"seconds":1e300})");
+  REQUIRE(e);
+  CHECK(e->seconds == -1);  // no duration, not an overflowed one
+  e = parse_history_line(R"({"time":"2026-12-03T10:00:00.000Z","op":"deploy","uid":1000,"seconds":2.5})");
+  REQUIRE(e);
+  CHECK(e->uid == 1000);
+  CHECK(e->seconds == 2.5);
+}
