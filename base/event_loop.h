@@ -60,6 +60,8 @@ class EventLoop {
   /// run_once until stop().
   void run();
   void stop() { stopping_ = true; }
+  /// After run() returned on stop(): the next run() turns again (an upgrade whose execve failed).
+  void resume() { stopping_ = false; }
   bool stopping() const { return stopping_; }
 
   /// The longest a single dispatch (one handler or timer and the work it posted) held the

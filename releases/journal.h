@@ -10,8 +10,8 @@ namespace releases {
 
 // refused: a deploy turned down before anything was staged (no version, no package.json in a
 // pushed commit, a tree that kept changing); it has no release id. baked: the release passed
-// its bake (README "Health and bake"); one that failed it is rolled_back with `bad` set.
-// halted: the fleet halted its version before it rolled here (README "Fleets"). note: a line
+// its bake (docs/operating.md "Health and bake"); one that failed it is rolled_back with `bad` set.
+// halted: the fleet halted its version before it rolled here (docs/operating.md "Fleets"). note: a line
 // about a release that changes nothing (a wait for the fleet, a deploy past its gate).
 enum class Event { Staged, Activated, Failed, RolledBack, Refused, Baked, Halted, Note };
 const char* event_name(Event e);

@@ -1,4 +1,4 @@
-"""The layering rule of README "Layout" and docs/architecture.md, checked: each folder
+"""The layering rule of docs/architecture.md, checked: each folder
 includes only itself and the folders listed for it. Fails naming each include that points
 up or sideways."""
 import os

@@ -81,7 +81,7 @@ const std::map<std::string, std::string> kLong = {
                        "listening sockets, so connections wait in their queues while the agent itself restarts.\n"
                        "Exit 1 when no app listens on anything."},
     {"fleet", "The hosts of this agent's [fleet] roll a new version of an app with fleet_waves a wave at a time,\n"
-              "coordinated through etcd (README \"Fleets\")."},
+              "coordinated through etcd (docs/operating.md \"Fleets\")."},
     {"fleet status", "Each host (alive or not), the version it runs, and its state for the newest version of each\n"
                      "app: waiting, rolling, baking, done, failed, halted; the open wave, and a halt with the host\n"
                      "and reason. Exit 1 when etcd cannot be read."},

@@ -1,4 +1,4 @@
-// `agent fleet status [APP] [--json]` and `agent fleet resume APP VERSION` (README "Fleets"):
+// `agent fleet status [APP] [--json]` and `agent fleet resume APP VERSION` (docs/operating.md "Fleets"):
 // both ask the daemon, which reads and writes etcd from its fleet thread.
 #include <cstdio>
 #include <nlohmann/json.hpp>

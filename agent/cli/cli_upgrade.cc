@@ -81,14 +81,14 @@ int cmd_upgrade(const Args& a) {
     std::vector<std::string> stat = stat_fields(static_cast<pid_t>(pid));
     if (pid > 0 && (stat.empty() || stat[0] == "Z"))  // gone, or a zombie its parent has not reaped
       return std::fprintf(stderr,
-                          "agent: the new image exited while taking over (pid %ld is gone). Its workers keep serving; the "
-                          "agent's log (journalctl -u agent) says why; starting the agent again takes them over\n",
+                          "agent: the new image exited while taking over (pid %ld is gone), as in a crash of the agent: the "
+                          "agent's log (journalctl -u agent) says why. Outside systemd its workers keep serving and the next "
+                          "agent takes them over; agent.service restarts the agent\n",
                           pid),
              1;
     if (Clock::now() > answer_by)
       return std::fprintf(stderr,
-                          "agent: the new image did not answer within 60s (%s). Its workers keep serving; the agent's log "
-                          "(journalctl -u agent) says why; starting the agent again takes them over\n",
+                          "agent: the new image did not answer within 60s (%s); the agent's log (journalctl -u agent) says why\n",
                           err.c_str()),
              1;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -1,6 +1,6 @@
 // PM2 ecosystem file -> agent.toml (import_pm2.h). Two steps: JSON5 is rewritten into plain JSON
 // (json5.h), so that a syntax error points into the user's file; then each app is mapped key by
-// key onto the agent's config (README "Config keys").
+// key onto the agent's config (docs/reference.md "Config keys").
 #include "agent/cli/import_pm2.h"
 
 #include <algorithm>

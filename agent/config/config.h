@@ -34,7 +34,7 @@ struct AgentSettings {
   std::string control_group;  // empty: socket is 0600, owner only
   std::uint64_t log_max_size = 10ull << 20;  // a worker log rotates past this
   int log_max_files = 5;                     // rotated files kept per app
-  std::optional<base::ListenAddress> metrics_listen;  // /metrics and /healthz (README "Metrics")
+  std::optional<base::ListenAddress> metrics_listen;  // /metrics and /healthz (docs/reference.md "Metrics")
 };
 
 struct AlertSettings {
@@ -49,7 +49,7 @@ struct AlertSettings {
   base::Millis retry_for{600'000};            // a delivery that keeps failing is retried this long, then dropped
 };
 
-// [fleet] (README "Fleets"): the hosts that share apps coordinate their rollouts through etcd.
+// [fleet] (docs/operating.md "Fleets"): the hosts that share apps coordinate their rollouts through etcd.
 struct FleetSettings {
   std::vector<std::string> etcd;  // client URLs of the etcd members: "http://10.0.0.5:2379"
   std::string name;               // keys live under /deploy-agent/<name>/
@@ -99,7 +99,7 @@ struct AppConfig {
   std::vector<std::string> path_append;
   std::vector<std::string> linked_dirs;
   std::vector<std::pair<std::string, std::string>> env;  // [app.env], sorted by name
-  // Health and bake (README "Health and bake"): a probe through the first listen address, and
+  // Health and bake (docs/operating.md "Health and bake"): a probe through the first listen address, and
   // how long a new release is watched after its rollout before it counts as good.
   std::string health_method, health_path;     // "GET", "/healthz"; empty: no probe
   std::string health_host;                    // the Host header; "": the listen address

@@ -222,7 +222,11 @@ bool Daemon::start(std::string* err) {
     activated_.insert(handoff_->activated.begin(), handoff_->activated.end());
   }
   std::vector<ConfigError> errors;
-  if (!load_config(config_path_, &cfg_, &errors)) {
+  // After an upgrade: the config the previous image ran, as it ran it (the file may have been
+  // edited since; the next SIGHUP reads it, as it would have for the previous image).
+  bool loaded = handoff_ ? parse_config(handoff_->config_text, config_path_, &cfg_, &errors) : load_config(config_path_, &cfg_, &errors);
+  if (handoff_) cfg_.text = handoff_->config_text;
+  if (!loaded) {
     for (const auto& e : errors) spdlog::error("{}", e.format());
     return *err = std::to_string(errors.size()) + " error(s) in " + config_path_, false;
   }
@@ -333,15 +337,18 @@ void install_logger() {
   constexpr size_t kLogQueue = 8192;
   spdlog::init_thread_pool(kLogQueue, 1);
   auto logger = spdlog::create_async_nb<spdlog::sinks::stderr_color_sink_mt>("agent");
+  logger->set_formatter(log_formatter());
+  spdlog::set_default_logger(logger);
+}
+
+std::unique_ptr<spdlog::formatter> log_formatter() {
   if (journal_stream_is(std::getenv("JOURNAL_STREAM"), STDERR_FILENO)) {
     // journald: "<4>" says the priority (journalctl -p warning), the journal adds the time.
     auto formatter = std::make_unique<spdlog::pattern_formatter>();
     formatter->add_flag<PriorityFlag>('*').set_pattern("%*%v");
-    logger->set_formatter(std::move(formatter));
-  } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+    return formatter;
   }
-  spdlog::set_default_logger(logger);
+  return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
 }
 
 int Daemon::run() {
@@ -357,12 +364,18 @@ int Daemon::run() {
     loop_.run();
     while (pending_exec_) {  // `agent upgrade`, checked: the loop was left to execute the new binary
       std::string why;
-      exec_new_image(&why);  // returns only when it failed, with this image as it was
+      // The loop's last pass ran on after the check (a request, a timer, a signal): what began
+      // then would be cut off by execve, so it is looked at again here, with nothing running.
+      bool tried = false;
+      if (std::string busy = upgrade_busy(); !busy.empty()) why = "busy: " + busy;
+      else tried = true, exec_new_image(&why);  // returns only when it failed, with this image as it was
       spdlog::error("upgrade failed: {}; this agent keeps running", why);
-      pending_exec_->session->finish(false, "upgrade failed: " + why + "; this agent keeps running");
+      pending_exec_->session->finish(false, "upgrade failed: " + why + "; this agent keeps running",
+                                     why.starts_with("busy: ") ? nlohmann::json{{"busy", true}} : nlohmann::json());
       pending_exec_.reset();
       upgrading_ = false;
-      sd_notify("READY=1\nSTATUS=" + status_line());
+      if (tried && !shutting_down_) sd_notify("READY=1\nSTATUS=" + status_line());
+      loop_.resume();
       loop_.run();
     }
     spdlog::info("agent stopped");

@@ -1,4 +1,4 @@
-// The daemon's side of the fleet (README "Fleets"): the coordinator for [fleet], its events
+// The daemon's side of the fleet (docs/operating.md "Fleets"): the coordinator for [fleet], its events
 // posted to the loop, and the control verbs fleet-status and fleet-resume, answered from the
 // coordinator's thread.
 #include <spdlog/spdlog.h>

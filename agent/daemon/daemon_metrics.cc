@@ -1,4 +1,4 @@
-// The daemon's /metrics and /healthz (README "Metrics and a health endpoint"). Names are
+// The daemon's /metrics and /healthz (docs/operating.md "Metrics and a health endpoint"). Names are
 // prefixed deploy_agent_; labels never carry pids, and release ids only in release_info, so
 // a scrape's series stay bounded however many deploys there were.
 #include "agent/daemon/daemon.h"

@@ -15,6 +15,7 @@ json handoff_json(const Handoff& h) {
   return {{"generation", h.generation},
           {"from_version", h.from_version},
           {"uid", h.uid},
+          {"config_text", h.config_text},
           {"began", static_cast<long long>(h.began.time_since_epoch().count())},
           {"notify_socket", h.notify_socket},
           {"watchdog_usec", h.watchdog_usec},
@@ -31,6 +32,7 @@ bool handoff_from_json(const json& j, Handoff* out, std::string* err) {
     out->generation = j.at("generation").get<int>();
     out->from_version = j.at("from_version").get<std::string>();
     out->uid = j.at("uid").get<long>();
+    out->config_text = j.at("config_text").get<std::string>();
     out->began = std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(j.at("began").get<long long>()));
     out->notify_socket = j.at("notify_socket").get<std::string>();
     out->watchdog_usec = j.at("watchdog_usec").get<long long>();

@@ -18,6 +18,7 @@ struct Handoff {
   int generation = 0;        // how many upgrades this pid went through
   std::string from_version;  // of the image that wrote it
   long uid = -1;             // who asked for the upgrade
+  std::string config_text;   // the config the previous image ran: the new one runs the same
   std::chrono::steady_clock::time_point began;  // when it was asked (history: how long it took)
   std::string notify_socket;  // $NOTIFY_SOCKET, captured by the first image
   long long watchdog_usec = 0;

@@ -1,4 +1,4 @@
-// /metrics and /healthz (README "Metrics and a health endpoint"): a small HTTP/1.1 server on
+// /metrics and /healthz (docs/operating.md "Metrics and a health endpoint"): a small HTTP/1.1 server on
 // the event loop at [agent] metrics_listen, and the Prometheus text format (0.0.4) it serves.
 // Each request is answered from what the daemon holds in memory (and /proc), then the
 // connection is closed; a client that does not send a request within 5 s, or sends more than

@@ -12,15 +12,19 @@
 // carry (an operation, a worker starting, a release being staged); `agent upgrade` waits for
 // that to end (--wait). The new binary is checked before the old image is given up: it runs
 // (`--version`) and accepts the running config (`check`). If execve itself fails, the old image
-// goes on and says why. If the new image fails while taking over, the workers keep serving and
-// the next agent takes them over as after a crash (orphans.h): their record is current.
+// goes on and says why. If the new image fails while taking over, that is a crash of the agent:
+// the next agent takes the workers over as after one (orphans.h; their record is current), or,
+// under agent.service's KillMode=mixed, systemd stops them and restarts the agent.
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <spdlog/async.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <thread>
 
@@ -55,6 +59,8 @@ std::string last_line(const hooks::BuildResult& r) { return r.tail.empty() ? r.m
 std::string Daemon::upgrade_busy() const {
   if (shutting_down_) return "the agent is shutting down";
   if (!retired_.empty()) return "an app removed by a reload is still draining";
+  if (fleet_)
+    if (std::string b = fleet_->busy(); !b.empty()) return "the fleet: " + b;
   for (const auto& [name, app] : apps_)
     if (std::string b = app->busy(); !b.empty()) return name + ": " + b;
   return "";
@@ -104,8 +110,12 @@ void Daemon::finish_upgrade_check(std::shared_ptr<Session> s, const std::string&
     s->finish(false, why + "; this agent keeps running");
   };
   if (!failure.empty()) return refuse(failure);
-  // The checks took a while: something may have begun meanwhile.
+  // The checks took a while: something may have begun meanwhile, or the config changed (the
+  // binary checked the file, and must have checked what runs).
   if (std::string busy = upgrade_busy(); !busy.empty()) return refuse("busy: " + busy);
+  std::string text, err;
+  if (!base::read_file(config_path_, &text, &err) || !changed_keys(cfg_.text, text).empty())
+    return refuse(config_path_ + " changed while the new binary was checked: reload it, then upgrade again");
   s->progress("checked: " + version + ", the config passes its check");
   s->progress("executing " + exe_path_ + " in pid " + std::to_string(::getpid()) + "; the workers stay");
   pending_exec_ = PendingExec{std::move(s), began, uid};
@@ -118,6 +128,7 @@ bool Daemon::exec_new_image(std::string* err) {
   h.generation = generation_ + 1;
   h.from_version = AGENT_VERSION;
   h.uid = pe.uid;
+  h.config_text = cfg_.text;
   h.began = pe.began;
   h.notify_socket = notify_socket_path();
   h.watchdog_usec = watchdog_ ? watchdog_->count() : 0;
@@ -138,7 +149,11 @@ bool Daemon::exec_new_image(std::string* err) {
     alerts_->take_back(h.alerts, cfg_.alerts);
     return false;
   }
-  for (int fd : keep) ::fcntl(fd, F_SETFD, 0);  // these cross execve; everything else is close-on-exec
+  // Only these cross execve: whatever a library opened without O_CLOEXEC (libcurl's sockets, a
+  // stream) is closed, so nothing piles up upgrade after upgrade.
+  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  keep.push_back(state_fd);
+  for (int fd : keep) ::fcntl(fd, F_SETFD, 0);
   std::string var = std::string(kHandoffEnv) + "=" + std::to_string(state_fd);
   std::vector<std::string> env_strings = environ_;
   env_strings.push_back(var);
@@ -150,14 +165,24 @@ bool Daemon::exec_new_image(std::string* err) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  spdlog::info("upgrade: executing {} (generation {}); if it fails while taking over, the workers keep serving and the next "
-               "agent takes them over",
+  spdlog::info("upgrade: executing {} (generation {}); if it fails while taking over, it ends as a crash of the agent "
+               "would (the next agent takes the workers over)",
                exe_path_, h.generation);
-  spdlog::shutdown();  // every line written before the image goes
+  // Every line written before the image goes: new lines go straight to stderr, the queued ones
+  // are waited for (2 s at most: a stderr nobody reads must not hold the upgrade). No logger is
+  // dropped: a thread that logs meanwhile still has one.
+  auto async_logger = spdlog::default_logger();
+  auto sync_logger = std::make_shared<spdlog::logger>("agent", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  sync_logger->set_formatter(log_formatter());
+  spdlog::set_default_logger(sync_logger);
+  async_logger->flush();
+  if (auto pool = spdlog::thread_pool())
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2); pool->queue_size() > 0 && std::chrono::steady_clock::now() < until;)
+      std::this_thread::yield();
   ::execve(exe_path_.c_str(), argv.data(), envp.data());
   // Still here: the old image goes on as it was.
   *err = base::errno_message("execve", exe_path_);
-  install_logger();
+  spdlog::set_default_logger(async_logger);
   for (int fd : keep) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   ::close(state_fd);
   alerts_->take_back(h.alerts, cfg_.alerts);

@@ -168,6 +168,18 @@ void Coordinator::watch_halt(const std::string& app, const std::string& version)
   });
 }
 
+std::string Coordinator::busy() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!commands_.empty()) return std::to_string(commands_.size()) + " change(s) not yet written to etcd";
+  if (!waits_.empty()) return "a deploy of " + waits_.front()->app + " " + waits_.front()->version + " waits for its slot";
+  if (!holding_.empty()) return holding_.begin()->first.first + " " + holding_.begin()->first.second + " holds a fleet slot";
+  // A halt this host gave up on: `agent fleet resume` would find no one here to run it again.
+  if (!halt_watches_.empty())
+    return halt_watches_.begin()->first.first + " " + halt_watches_.begin()->first.second +
+           " is halted in the fleet (agent fleet resume it, or deploy another version)";
+  return "";
+}
+
 void Coordinator::publish(const std::string& app, const std::string& version) {
   post([this, app, version](std::string*) {
     if (published_[app] != version) hosts_dirty_ = true;
@@ -214,7 +226,7 @@ bool Coordinator::register_host(std::string* err) {
       if (slot < 0) continue;
       // Our slot went with the old lease. Taken back if nobody took it meanwhile; if another
       // host did (we were cut off longer than lease_ttl), the fleet has one more host rolling
-      // than the wave allows until one of the two is done (README "Fleets").
+      // than the wave allows until one of the two is done (docs/operating.md "Fleets").
       std::string k = version_prefix(key.first, key.second) + "slot/" + std::to_string(slot);
       bool back = false;
       if (!etcd_.txn(json::array({Etcd::absent(k)}), json::array({Etcd::put_op(k, json{{"host", me}, {"done", false}}.dump(), lease_)}),

@@ -1,4 +1,4 @@
-// The fleet coordinator (README "Fleets"): the hosts of a [fleet] roll a new version of an app
+// The fleet coordinator (docs/operating.md "Fleets"): the hosts of a [fleet] roll a new version of an app
 // K at a time, through etcd. One thread per agent talks to etcd (agent/fleet/etcd.h), a second
 // one watches it; nothing here runs on the event loop, and nothing on the event loop waits for
 // it: callbacks come from the fleet thread and the caller posts them to its loop.
@@ -78,6 +78,10 @@ class Coordinator {
   void watch_halt(const std::string& app, const std::string& version);
   /// The version this host runs of `app`, for fleet status ("" for none).
   void publish(const std::string& app, const std::string& version);
+  /// Why the fleet's state here cannot be handed to a new image of the agent (`agent upgrade`):
+  /// a command not yet written to etcd, a wait for a slot, a slot held, a halt this host waits
+  /// to see lifted; "" when none.
+  std::string busy();
   /// `agent fleet status`: hosts, their versions, each app's newest version and the states of
   /// the hosts for it. From the fleet thread: err is set when etcd could not be read.
   void status(const std::string& app, std::map<std::string, std::vector<FleetWave>> waves,

@@ -1,7 +1,7 @@
 // HealthProbe: one HTTP/1.1 request to an app through its listen address (IPv4, IPv6 or a unix
 // socket), run on the event loop: a non-blocking connect, the request, the status line and the
 // start of the body. Nothing in it blocks; an app that accepts and never answers fails at the
-// timeout. 2xx and 3xx are healthy (README "Health and bake").
+// timeout. 2xx and 3xx are healthy (docs/operating.md "Health and bake").
 #pragma once
 
 #include <cstdint>

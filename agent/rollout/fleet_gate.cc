@@ -1,4 +1,4 @@
-// The fleet's gate in AppMachine (machine.h, README "Fleets"). A deploy of an app with
+// The fleet's gate in AppMachine (machine.h, docs/operating.md "Fleets"). A deploy of an app with
 // fleet_waves, staged, built and preflighted, waits here for a slot. While it waits it is not
 // the running operation: reload, restart, stop, start and crash restarts go on beside it. Its
 // turn comes back through on_fleet_turn. No I/O here: the coordinator is behind Effects.

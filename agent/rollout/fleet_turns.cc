@@ -1,4 +1,4 @@
-// AppSupervisor's side of the fleet (machine.h Effects, README "Fleets"): the machine's asks go
+// AppSupervisor's side of the fleet (machine.h Effects, docs/operating.md "Fleets"): the machine's asks go
 // to the coordinator (agent/fleet/fleet.h), whose answers come from its thread and are posted
 // back to the loop here. The deploy that asked is kept per version, so that `agent fleet
 // resume` can run it again on a host that gave up on it or failed it.

@@ -2,6 +2,7 @@
 // agent/daemon/handoff.h): the machine's snapshot (snapshot.cc) and what the shell holds for
 // each worker, its pidfd and its output pipes, whose fds stay open across execve. Times are
 // the steady clock's (CLOCK_MONOTONIC), which execve does not reset.
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -83,6 +84,7 @@ std::string AppSupervisor::busy() const {
   if (std::string b = machine_.busy(); !b.empty()) return b;
   if (store_busy_ || !store_jobs_.empty()) return "writing its release store";
   if (cancel_) return "staging or building a release";
+  if (!threads_.empty()) return "writing its state (the workers record)";
   for (const auto& [pid, p] : procs_)
     if (p.adopted) return "a worker of a previous agent (pid " + std::to_string(pid) + ") is still to be drained";
   return "";
@@ -113,12 +115,14 @@ bool AppSupervisor::take_over(const json& state, std::string* err) {
       p.path = j.at("path").get<std::string>();
       p.start_time = j.at("start_time").get<unsigned long long>();
       p.pidfd = j.at("pidfd").get<int>();
+      ::fcntl(p.pidfd, F_SETFD, FD_CLOEXEC);  // only across the upgrade's execve were they not
       // Still our child: a worker that exited meanwhile is a zombie, and its pidfd is
       // readable at once, so its exit is seen (and reaped) like any other.
       p.pid_watch = loop_.add(p.pidfd, EPOLLIN, [this, pid](std::uint32_t) { on_process_exit(pid); });
     }
     for (const auto& j : state.at("pipes")) {
       int fd = j.at("fd").get<int>();
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
       auto p = std::make_unique<OutputPipe>();
       p->fd = fd;
       p->pid = j.at("pid").get<pid_t>();

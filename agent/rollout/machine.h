@@ -84,11 +84,11 @@ const char* op_name(OpRequest::Kind k);
 // thread (the journal, `current`) before it goes on or ends.
 enum class Phase { Idle, Staging, Building, Rolling, Launching, Stopping, Disk, Baking };
 
-// What the health probe says of the app (README "Health and bake").
+// What the health probe says of the app (docs/operating.md "Health and bake").
 enum class Health { Unknown, Healthy, Unhealthy };
 const char* health_name(Health h);
 
-/// Buckets of seconds, counts per bucket, sum: a Prometheus histogram (README "Metrics").
+/// Buckets of seconds, counts per bucket, sum: a Prometheus histogram (docs/reference.md "Metrics").
 struct Histogram {
   std::vector<double> bounds;
   std::vector<std::uint64_t> counts;  // per bound, not cumulative; one more for +Inf
@@ -174,7 +174,7 @@ class Effects {
   /// A reloaded config now applies (at once, or when the operation it waited for ended):
   /// workers start with it from now on.
   virtual void config_applied(const AppConfig& app) = 0;
-  // The fleet (README "Fleets"): the deploy of an app with fleet_waves waits for a slot between
+  // The fleet (docs/operating.md "Fleets"): the deploy of an app with fleet_waves waits for a slot between
   // preflight and its rollout, holds it through rollout and bake, then says how it went.
   virtual bool in_fleet() = 0;
   /// Asks for a slot for `version`; `progress` hears what it waits for, `then` the turn (once,

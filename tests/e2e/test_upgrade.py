@@ -86,9 +86,21 @@ class Upgrade(UpgradeTest):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual({w["release"] for w in a.serving("web")}, {a.current("web")})
         self.assertNoFailures(load.stop())
+        # Again: the second image hands over to a third as the first did.
+        self.replace_binary(a)
+        r = a.cli("upgrade")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(a.try_status()["generation"], 2)
+        self.assertEqual(a.try_status()["pid"], pid)
         ups = self.history(a, "agent_upgrade")
-        self.assertEqual(len(ups), 1, ups)
+        self.assertEqual(len(ups), 2, ups)
         self.assertIn("2 worker(s) kept", ups[0]["detail"])
+        # Only what the agent hands over crosses execve: no fd of the daemon is left open that
+        # it does not know (the listening, control and metrics sockets, pidfds, pipes, its own).
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        self.replace_binary(a)
+        self.assertEqual(a.cli("upgrade").returncode, 0)
+        self.assertLessEqual(len(os.listdir(f"/proc/{pid}/fd")), fds, "fds pile up upgrade after upgrade")
         self.assertEqual(a.stop(), 0)
         for w in workers:
             self.assertFalse(process_alive(w))
@@ -161,6 +173,44 @@ class Refused(UpgradeTest):
         self.assertNoFailures(load.stop())
         self.assertEqual(a.stop(), 0)
 
+    def test_an_execve_that_fails_leaves_the_old_image_serving(self):
+        a = self.make(instances=2)
+        a.start()
+        pid, workers = a.proc.pid, self.pids(a)
+        ino = self.exe_inode(pid)
+        load = Load(self.port)
+        # It passes its checks, then is no longer executable when the daemon executes it.
+        vanishing = self.script(a, 'case "$1" in check) chmod 644 "$0";; esac\nexec REAL "$@"')
+        self.replace_binary(a, source=vanishing)
+        r = a.cli("upgrade")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("upgrade failed: execve " + a.binary, r.stderr)
+        self.assertIn("this agent keeps running", r.stderr)
+        self.assertStillServing(a, pid, ino, workers)
+        before = load.answered()
+        wait_until(lambda: load.answered() > before + 50, 10, "requests answered after the failed execve")
+        r = a.cli("deploy", "web", "--from", a.make_release("1.1.0"))  # the old image works on
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNoFailures(load.stop())
+        self.assertEqual(a.stop(), 0)
+
+    def test_a_config_edited_while_the_binary_is_checked_is_refused(self):
+        a = self.make(instances=1)
+        a.start()
+        slow = self.script(a, 'case "$1" in check) echo checking > "$(dirname "$0")/checking"; '
+                              'while [ ! -e "$(dirname "$0")/edited" ]; do sleep 0.05; done;; esac\nexec REAL "$@"')
+        self.replace_binary(a, source=slow)
+        upgrade = a.cli_async("upgrade")
+        wait_until(lambda: os.path.exists(os.path.join(a.dir, "bin", "checking")), 10, "the check to run")
+        a.apps[0]["instances"] = 2
+        a.write_config()
+        open(os.path.join(a.dir, "bin", "edited"), "w").close()
+        out, err = upgrade.communicate(timeout=30)
+        self.assertEqual(upgrade.returncode, 1, out + err)
+        self.assertIn("changed while the new binary was checked: reload it, then upgrade again", err)
+        self.assertEqual(a.try_status()["generation"], 0)
+        self.assertEqual(a.stop(), 0)
+
     def test_a_busy_agent_is_waited_for_up_to_wait(self):
         a = self.make(instances=1)
         a.start()
@@ -186,12 +236,15 @@ class Refused(UpgradeTest):
         a.start()
         workers = self.pids(a)
         load = Load(self.port)
-        dies = self.script(a, 'case "$1" in run) echo "new image: failing at takeover (test)" >&2; exit 70;; esac\nexec REAL "$@"')
+        # The real binary, given a handoff it cannot read: it fails taking over, as a new image
+        # that does not understand the old one's state would.
+        dies = self.script(a, 'case "$1" in run) AGENT_HANDOFF_FD=999 exec REAL "$@";; esac\nexec REAL "$@"')
         self.replace_binary(a, source=dies)
         r = a.cli("upgrade")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("the new image exited while taking over", r.stderr)
-        self.assertEqual(a.proc.wait(10), 70)
+        self.assertEqual(a.proc.wait(10), 1)
+        self.assertIn("cannot start: the previous image's handoff is not JSON", a.output())
         a.expect_clean_exit = False  # this image died: what follows is the crash path
         for w in workers:
             self.assertTrue(process_alive(w), "the workers outlive the image that died")

@@ -185,7 +185,7 @@ struct EtcdServer {
         "set -e; cd " + d + "; exec >openssl.log 2>&1\n"
         "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.crt\n"
         // The client's certificate has no CommonName: with auth on, etcd's JSON gateway refuses one
-        // that has (it would not use it as the user), README "Fleets".
+        // that has (it would not use it as the user), docs/operating.md "Fleets".
         "for n in server client; do\n"
         "  if [ $n = server ]; then subj=/CN=server; else subj=/O=agent; fi\n"
         "  openssl req -newkey rsa:2048 -nodes -subj $subj -keyout $n.key -out $n.csr\n"
