@@ -58,13 +58,25 @@ json snapshot_json(const AppMachine::Snapshot& s) {
 
 AppMachine::Snapshot snapshot_from_json(const json& j) {
   AppMachine::Snapshot s;
-  for (const auto& w : j.at("workers"))
-    s.workers.push_back({w.at("pid").get<pid_t>(), w.at("slot").get<int>(), w.at("release").get<std::string>(),
-                         state_of(w.at("state").get<std::string>()), at(w.at("started")), at(w.at("ready_at")),
-                         at(w.at("drain_started"))});
-  for (const auto& sl : j.at("slots"))
-    s.slots.push_back({sl.at("serving").get<pid_t>(), sl.at("release").get<std::string>(), sl.at("last_exit").get<std::string>(),
-                       sl.at("crashes").get<int>(), sl.at("restarts").get<int>(), sl.at("loop_alerted").get<bool>()});
+  for (const auto& w : j.at("workers")) {
+    AppMachine::Worker& to = s.workers.emplace_back();
+    to.pid = w.at("pid").get<pid_t>();
+    to.slot = w.at("slot").get<int>();
+    to.release = w.at("release").get<std::string>();
+    to.state = state_of(w.at("state").get<std::string>());
+    to.started = at(w.at("started"));
+    to.ready_at = at(w.at("ready_at"));
+    to.drain_started = at(w.at("drain_started"));
+  }
+  for (const auto& sl : j.at("slots")) {
+    AppMachine::Slot& to = s.slots.emplace_back();
+    to.serving = sl.at("serving").get<pid_t>();
+    to.release = sl.at("release").get<std::string>();
+    to.last_exit = sl.at("last_exit").get<std::string>();
+    to.crashes = sl.at("crashes").get<int>();
+    to.restarts = sl.at("restarts").get<int>();
+    to.loop_alerted = sl.at("loop_alerted").get<bool>();
+  }
   s.stopped = j.at("stopped").get<bool>();
   s.sockets_closed = j.at("sockets_closed").get<bool>();
   int health = j.at("health").get<int>();

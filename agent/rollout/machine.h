@@ -221,37 +221,6 @@ class AppMachine {
   /// is left.
   void shutdown(std::function<void()> when_empty);
 
-  // --- handed to the next image of the agent (`agent upgrade`, agent/daemon/handoff.h) ------
-  struct Snapshot {
-    struct Entry {
-      pid_t pid = 0;
-      int slot = -1;
-      std::string release;
-      WorkerState state = WorkerState::Ready;
-      base::Clock::time_point started, ready_at, drain_started;
-    };
-    std::vector<Entry> workers;
-    struct SlotState {
-      pid_t serving = 0;
-      std::string release, last_exit;
-      int crashes = 0, restarts = 0;
-      bool loop_alerted = false;
-    };
-    std::vector<SlotState> slots;
-    bool stopped = false, sockets_closed = false;
-    Health health = Health::Unknown;
-    int probe_fails = 0;
-    bool unhealthy_alerted = false;
-    MachineStats stats;
-  };
-  /// Why the app cannot be handed over now ("deploy in progress", "worker 1/4321 is
-  /// starting"); "" when it can: no operation runs or waits, every worker is ready or draining.
-  std::string busy() const;
-  Snapshot snapshot() const;
-  /// In a machine that has no worker yet: takes the snapshot's workers and slots over as they
-  /// were, arms the drain and kill timers of draining workers for what is left of them (one
-  /// already past its drain_timeout was alerted by the image before), and staffs an empty slot.
-  void restore(const Snapshot& s);
 
   // --- what it is --------------------------------------------------------------------------
   struct Worker {
@@ -273,6 +242,27 @@ class AppMachine {
     base::EventLoop::Id restart_timer = 0;
     bool loop_alerted = false;
   };
+
+  // --- handed to the next image of the agent (`agent upgrade`, agent/daemon/handoff.h) ------
+  /// The workers and slots as they are (their timer ids are this image's: restore() arms its
+  /// own), the app's state and counters.
+  struct Snapshot {
+    std::vector<Worker> workers;
+    std::vector<Slot> slots;
+    bool stopped = false, sockets_closed = false;
+    Health health = Health::Unknown;
+    int probe_fails = 0;
+    bool unhealthy_alerted = false;
+    MachineStats stats;
+  };
+  /// Why the app cannot be handed over now ("deploy in progress", "worker 1/4321 is
+  /// starting"); "" when it can: no operation runs or waits, every worker is ready or draining.
+  std::string busy() const;
+  Snapshot snapshot() const;
+  /// In a machine that has no worker yet: takes the snapshot's workers and slots over as they
+  /// were, arms the drain and kill timers of draining workers for what is left of them (one
+  /// already past its drain_timeout was alerted by the image before), and staffs an empty slot.
+  void restore(const Snapshot& s);
   const AppConfig& config() const { return app_; }
   const std::map<pid_t, Worker>& workers() const { return workers_; }
   const std::vector<Slot>& slots() const { return slots_; }

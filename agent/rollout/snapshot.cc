@@ -23,10 +23,8 @@ std::string AppMachine::busy() const {
 
 AppMachine::Snapshot AppMachine::snapshot() const {
   Snapshot s;
-  for (const auto& [pid, w] : workers_)
-    s.workers.push_back({pid, w.slot, w.release, w.state, w.started, w.ready_at, w.drain_started});
-  for (const auto& slot : slots_)
-    s.slots.push_back({slot.serving, slot.release, slot.last_exit, slot.crashes, slot.restarts, slot.loop_alerted});
+  for (const auto& [pid, w] : workers_) s.workers.push_back(w);
+  s.slots = slots_;
   s.stopped = stopped_;
   s.sockets_closed = sockets_closed_;
   s.health = health_;
@@ -43,30 +41,21 @@ void AppMachine::restore(const Snapshot& s) {
   probe_fails_ = s.probe_fails;
   unhealthy_alerted_ = s.unhealthy_alerted;
   stats_ = s.stats;
+  // The previous image's timers are not ours: a slot's restart comes from reconcile() below,
+  // a draining worker's timers are armed again here.
   for (size_t i = 0; i < slots_.size() && i < s.slots.size(); ++i) {
-    const auto& from = s.slots[i];
-    Slot& to = slots_[i];
-    to.serving = from.serving;
-    to.release = from.release;
-    to.last_exit = from.last_exit;
-    to.crashes = from.crashes;
-    to.restarts = from.restarts;
-    to.loop_alerted = from.loop_alerted;
+    slots_[i] = s.slots[i];
+    slots_[i].incoming = 0;
+    slots_[i].restart_timer = 0;
   }
   base::Clock::time_point now = loop_.now();
   std::vector<pid_t> extra;
-  for (const auto& e : s.workers) {
-    Worker& w = workers_[e.pid];
-    w.pid = e.pid;
-    w.slot = e.slot;
-    w.release = e.release;
-    w.state = e.state;
-    w.started = e.started;
-    w.ready_at = e.ready_at;
-    w.drain_started = e.drain_started;
-    if (w.state == WorkerState::Draining) arm_drain_timers(e.pid, now - e.drain_started);
-    else if (e.slot < 0 || e.slot >= static_cast<int>(slots_.size()) || slots_[static_cast<size_t>(e.slot)].serving != e.pid)
-      extra.push_back(e.pid);  // serving no slot of this config: not expected, but not left behind
+  for (const Worker& from : s.workers) {
+    Worker& w = workers_[from.pid] = from;
+    w.ready_timer = w.delay_timer = w.drain_timer = w.kill_timer = 0;
+    if (w.state == WorkerState::Draining) arm_drain_timers(w.pid, now - w.drain_started);
+    else if (w.slot < 0 || w.slot >= static_cast<int>(slots_.size()) || slots_[static_cast<size_t>(w.slot)].serving != w.pid)
+      extra.push_back(w.pid);  // serving no slot of this config: not expected, but not left behind
   }
   for (auto& slot : slots_)
     if (slot.serving && !workers_.count(slot.serving)) slot.serving = 0;  // staffed again below
