@@ -77,6 +77,20 @@ int call(const Config& cfg, const nlohmann::json& req, bool print_final) {
   return rc;
 }
 
+bool daemon_status(const Config& cfg, const std::string& app, nlohmann::json* data, std::string* err) {
+  nlohmann::json req = {{"verb", "status"}};
+  if (!app.empty()) req["app"] = app;
+  std::string failure;
+  bool reached = call_daemon(cfg.agent.control_socket, req, [&](const nlohmann::json& j) {
+    if (j.value("ok", false)) *data = j.value("data", nlohmann::json());
+    else failure = j.value("message", "failed");
+  }, err);
+  if (!reached) return false;
+  if (!failure.empty()) return *err = failure, false;
+  if (!data->is_object()) return *err = "the agent's status came without its data", false;
+  return true;
+}
+
 void print_json(const nlohmann::json& j) {
   std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }

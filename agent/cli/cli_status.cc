@@ -34,23 +34,17 @@ int cmd_status(const Args& a) {
   bool check = a.check;
   // A check that cannot even read its config cannot tell: Nagios's UNKNOWN (3), said on stdout.
   if (!load_for_client(a, &cfg)) return check ? (std::printf("UNKNOWN: cannot read the config %s\n", a.config.c_str()), 3) : 1;
-  nlohmann::json req = {{"verb", "status"}};
-  if (!a.positional.empty()) req["app"] = a.positional[0];
   nlohmann::json data;
-  std::string err, failure;
-  bool reached = call_daemon(cfg.agent.control_socket, req, [&](const nlohmann::json& j) {
-    if (j.value("ok", false)) data = j.value("data", nlohmann::json());
-    else failure = j.value("message", "failed");
-  }, &err);
+  std::string err;
+  bool answered = daemon_status(cfg, a.positional.empty() ? "" : a.positional[0], &data, &err);
   if (check) {
-    if (!reached || !failure.empty()) return std::printf("DOWN: %s\n", (reached ? failure : err).c_str()), 2;
+    if (!answered) return std::printf("DOWN: %s\n", err.c_str()), 2;
     std::string report;
     int rc = status_check(data, &report);
     std::fputs(report.c_str(), stdout);
     return rc;
   }
-  if (!reached) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
-  if (!failure.empty()) return std::fprintf(stderr, "agent: %s\n", failure.c_str()), 1;
+  if (!answered) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
   if (a.json) return print_json(data), 0;
   bool first = true;
   for (const auto& app : data["apps"]) {

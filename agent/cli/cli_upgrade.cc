@@ -16,16 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool ask_status(const Config& cfg, nlohmann::json* data, std::string* err) {
-  std::string failure;
-  bool reached = call_daemon(cfg.agent.control_socket, {{"verb", "status"}}, [&](const nlohmann::json& j) {
-    if (j.value("ok", false)) *data = j.value("data", nlohmann::json());
-    else failure = j.value("message", "failed");
-  }, err);
-  if (reached && !failure.empty()) *err = failure;
-  return reached && failure.empty() && data->is_object();
-}
-
 std::set<long> worker_pids(const nlohmann::json& status) {
   std::set<long> pids;
   for (const auto& app : status.value("apps", nlohmann::json::array()))
@@ -40,7 +30,7 @@ int cmd_upgrade(const Args& a) {
   if (!load_for_client(a, &cfg)) return 1;
   nlohmann::json before;
   std::string err;
-  if (!ask_status(cfg, &before, &err)) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
+  if (!daemon_status(cfg, "", &before, &err)) return std::fprintf(stderr, "agent: %s\n", err.c_str()), 1;
   auto deadline = Clock::now() + std::chrono::seconds(a.wait_s);
   std::string said;
   for (;;) {
@@ -77,7 +67,7 @@ int cmd_upgrade(const Args& a) {
   nlohmann::json after;
   auto answer_by = Clock::now() + std::chrono::seconds(60);
   long pid = before.value("pid", 0L);
-  while (!(ask_status(cfg, &after, &err) && after.value("generation", 0) > generation)) {
+  while (!(daemon_status(cfg, "", &after, &err) && after.value("generation", 0) > generation)) {
     std::vector<std::string> stat = stat_fields(static_cast<pid_t>(pid));
     if (pid > 0 && (stat.empty() || stat[0] == "Z"))  // gone, or a zombie its parent has not reaped
       return std::fprintf(stderr,

@@ -58,6 +58,8 @@ std::vector<LogLine> lines_of(const std::string& text) {
   return out;
 }
 
+constexpr int kMaxRotated = 1000;  // app.log.1 .. app.log.N: log_max_files is at most 1000
+
 // The whole of `file`, and its inode (the file read, whatever renames follow).
 bool read_log(const std::string& file, std::string* text, std::uint64_t* ino) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
@@ -85,7 +87,7 @@ std::vector<LogLine> tail_logs(const std::string& path, size_t n, const LogFilte
   }
   // app.log, then app.log.1, .2 ...: each older than the one before. A gap ends the chain; the
   // last of log_max_files (at most 1000) is app.log.1000.
-  for (int i = 0; found < n && i <= 1000; ++i) {
+  for (int i = 0; found < n && i <= kMaxRotated; ++i) {
     std::string file = i == 0 ? path : path + "." + std::to_string(i);
     std::string text;
     std::uint64_t ino = 0;
@@ -167,19 +169,26 @@ bool open_log(Followed& f, std::uint64_t offset) {
   return true;
 }
 
+// A file rotated away: the rest of it (the writer renamed it only after its last line), a last
+// part line included, and it is closed.
+void read_to_end(Followed& f, const std::function<void(const std::string&, std::string_view)>& emit) {
+  drain(f, emit);
+  if (!f.partial.empty()) emit(f.app, f.partial), f.partial.clear();
+  ::close(f.fd);
+  f.fd = -1;
+}
+
 // Where following begins: app.log at `pos`, or, when app.log is no longer the file the tail read
 // (a rotation came in between), the rest of that file under its rotated name first.
 void start_at(Followed& f, const LogPosition& pos, const std::function<void(const std::string&, std::string_view)>& emit) {
   struct stat st {};
   if (pos.ino != 0 && ::stat(f.path.c_str(), &st) == 0 && st.st_ino != pos.ino) {
-    for (int i = 1; i <= 1000; ++i) {
+    for (int i = 1; i <= kMaxRotated; ++i) {
       Followed old = f;
       old.path = f.path + "." + std::to_string(i);
       if (::stat(old.path.c_str(), &st) != 0) break;
       if (st.st_ino != pos.ino || !open_log(old, pos.offset)) continue;
-      drain(old, emit);
-      if (!old.partial.empty()) emit(f.app, old.partial);
-      ::close(old.fd);
+      read_to_end(old, emit);
       open_log(f, 0);
       return;
     }
@@ -194,10 +203,7 @@ void pump(Followed& f, const std::function<void(const std::string&, std::string_
   drain(f, emit);
   struct stat st {};
   if (::stat(f.path.c_str(), &st) != 0 || st.st_ino == f.ino) return;
-  drain(f, emit);
-  if (!f.partial.empty()) emit(f.app, f.partial), f.partial.clear();
-  ::close(f.fd);
-  f.fd = -1;
+  read_to_end(f, emit);
   if (open_log(f, 0)) drain(f, emit);
 }
 

@@ -25,6 +25,9 @@ std::string app_names(const Config& cfg);
 const AppConfig* pick_app(const Config& cfg, const Args& a, size_t index);
 /// Sends one request to the daemon, printing its progress; exit 0 if it says ok.
 int call(const Config& cfg, const nlohmann::json& req, bool print_final = true);
+/// The daemon's status (of `app`, or every app when ""): false with *err when it cannot be
+/// reached or refuses ("no app ...").
+bool daemon_status(const Config& cfg, const std::string& app, nlohmann::json* data, std::string* err);
 /// Prints JSON for scripts (invalid UTF-8 replaced).
 void print_json(const nlohmann::json& j);
 
