@@ -34,7 +34,7 @@ namespace agent {
 void block_daemon_signals();
 
 /// The agent's log on stderr (spdlog, written by a thread of its own; journal priorities under
-/// journald). Again after an upgrade whose execve failed (spdlog::shutdown() wrote it all out).
+/// journald), daemon_systemd.cc.
 void install_logger();
 /// Its line format: "2026-12-04T12:00:00.000Z info ...", or "<6>..." under journald.
 std::unique_ptr<spdlog::formatter> log_formatter();
